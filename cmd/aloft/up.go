@@ -1,0 +1,70 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/aloft-dev/aloft/internal/metering"
+	"github.com/aloft-dev/aloft/internal/node"
+)
+
+func newUpCmd() *cobra.Command {
+	cfg := node.Config{Version: version}
+	var verbose bool
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Run an all-in-one Aloft node in the foreground",
+		Long: "Run an all-in-one Aloft node in the foreground: control plane, gateway and worker\n" +
+			"in one process, with NATS JetStream embedded, all state under --data.\n" +
+			"SIGINT or SIGTERM drains it gracefully.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			level := slog.LevelInfo
+			if verbose {
+				level = slog.LevelDebug
+			}
+			cfg.Logger = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
+			if cfg.Token == "" {
+				cfg.Token = os.Getenv("ALOFT_TOKEN")
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			n, err := node.Start(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			iso := n.Isolation()
+			fmt.Fprintf(out, "aloft %s listening on %s\n", version, n.URL())
+			fmt.Fprintf(out, "data: %s\n%s\n", n.DataDir(), n.TokenMessage())
+			if iso.Level == "none" {
+				fmt.Fprintf(out, "isolation: NONE — missing: %s\n", strings.Join(iso.Missing, ", "))
+			} else {
+				fmt.Fprintf(out, "isolation: %s (%s)\n", iso.Level, strings.Join(iso.Enabled, ", "))
+			}
+			<-ctx.Done()
+			stop()
+			fmt.Fprintln(out, "draining…")
+			return n.Close()
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.DataDir, "data", ".aloft", "data directory (functions, code, logs, usage)")
+	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "HTTP listen address")
+	f.DurationVar(&cfg.KeepAlive, "keep-alive", 10*time.Minute, "how long an idle instance stays warm")
+	f.StringVar(&cfg.Isolation, "isolation", "auto", "auto | required | none")
+	f.DurationVar(&cfg.Grace, "grace", 30*time.Second, "how long shutdown waits for in-flight invocations")
+	f.Float64Var(&cfg.Prices.PerGBSecond, "price-gb-second", metering.DefaultPricePerGBSecond, "price per GB-second, USD")
+	f.Float64Var(&cfg.Prices.PerMillionRequest, "price-million-requests", metering.DefaultPricePerMillionRequest, "price per million requests, USD")
+	f.StringVar(&cfg.NATSListen, "nats-listen", "", "also serve the embedded NATS on this address (default: in-process only)")
+	f.BoolVarP(&verbose, "verbose", "v", false, "debug logging")
+	return cmd
+}

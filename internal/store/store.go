@@ -1,0 +1,357 @@
+// Package store keeps Aloft's state on NATS JetStream: function metadata in
+// a KV bucket (watched into an in-memory cache, so the invoke path never
+// waits on the store), code bundles in an object store, and logs and usage
+// records in streams.
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/aloft-dev/aloft/internal/model"
+)
+
+// Names of the JetStream assets.
+const (
+	functionsBucket = "aloft_functions"
+	codeBucket      = "aloft_code"
+	logsStream      = "ALOFT_LOGS"
+	usageStream     = "ALOFT_USAGE"
+	logsSubject     = "aloft.logs."  // + function name
+	usageSubject    = "aloft.usage." // + function name
+)
+
+// Store is the node's view of the JetStream state. Create it with Open.
+type Store struct {
+	js   jetstream.JetStream
+	kv   jetstream.KeyValue
+	code jetstream.ObjectStore
+
+	mu        sync.RWMutex
+	functions map[string]*model.Function
+	watcher   jetstream.KeyWatcher
+	changes   []func(name string, fn *model.Function)
+}
+
+// Open creates the buckets and streams if needed and loads the function
+// cache. It returns once the cache holds every stored function.
+func Open(ctx context.Context, nc *nats.Conn) (*Store, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: functionsBucket, History: 5, Storage: jetstream.FileStorage,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cannot open kv bucket: %w", err)
+	}
+	code, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		Bucket: codeBucket, Storage: jetstream.FileStorage, Compression: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cannot open object store: %w", err)
+	}
+	for _, cfg := range []jetstream.StreamConfig{
+		{Name: logsStream, Subjects: []string{logsSubject + ">"}, Storage: jetstream.FileStorage,
+			MaxAge: 7 * 24 * time.Hour, MaxBytes: 1 << 30, Discard: jetstream.DiscardOld},
+		{Name: usageStream, Subjects: []string{usageSubject + ">"}, Storage: jetstream.FileStorage,
+			MaxAge: 90 * 24 * time.Hour, MaxBytes: 1 << 30, Discard: jetstream.DiscardOld},
+	} {
+		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+			return nil, fmt.Errorf("cannot open stream %s: %w", cfg.Name, err)
+		}
+	}
+	s := &Store{js: js, kv: kv, code: code, functions: make(map[string]*model.Function)}
+	if err := s.watch(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// JetStream returns the JetStream context, for packages that keep their own
+// streams (queues).
+func (s *Store) JetStream() jetstream.JetStream { return s.js }
+
+// watch fills the cache and keeps it current with every change to the
+// bucket, from this node or another.
+func (s *Store) watch(ctx context.Context) error {
+	w, err := s.kv.WatchAll(context.Background())
+	if err != nil {
+		return fmt.Errorf("cannot watch functions: %w", err)
+	}
+	s.watcher = w
+	initial := make(chan struct{})
+	go func() {
+		loaded := false
+		for e := range w.Updates() {
+			if e == nil { // end of the initial values
+				if !loaded {
+					loaded = true
+					close(initial)
+				}
+				continue
+			}
+			s.apply(e)
+		}
+	}()
+	select {
+	case <-initial:
+		return nil
+	case <-ctx.Done():
+		w.Stop()
+		return fmt.Errorf("cannot load functions: %w", ctx.Err())
+	}
+}
+
+func (s *Store) apply(e jetstream.KeyValueEntry) {
+	name := e.Key()
+	var fn *model.Function
+	if e.Operation() == jetstream.KeyValuePut {
+		fn = new(model.Function)
+		if err := json.Unmarshal(e.Value(), fn); err != nil {
+			return
+		}
+	}
+	s.mu.Lock()
+	if fn == nil {
+		delete(s.functions, name)
+	} else {
+		s.functions[name] = fn
+	}
+	hooks := s.changes
+	s.mu.Unlock()
+	for _, h := range hooks {
+		h(name, fn)
+	}
+}
+
+// OnChange registers f to be called after every change of a function (fn
+// is nil when it was deleted).
+func (s *Store) OnChange(f func(name string, fn *model.Function)) {
+	s.mu.Lock()
+	s.changes = append(s.changes, f)
+	s.mu.Unlock()
+}
+
+// Close stops watching.
+func (s *Store) Close() {
+	if s.watcher != nil {
+		s.watcher.Stop()
+	}
+}
+
+// Function returns the cached function, or an error wrapping ErrNotFound.
+// The returned value must not be modified.
+func (s *Store) Function(name string) (*model.Function, error) {
+	s.mu.RLock()
+	fn := s.functions[name]
+	s.mu.RUnlock()
+	if fn == nil {
+		return nil, fmt.Errorf("function %s: %w", name, model.ErrNotFound)
+	}
+	return fn, nil
+}
+
+// Functions returns every function, sorted by name.
+func (s *Store) Functions() []*model.Function {
+	s.mu.RLock()
+	out := make([]*model.Function, 0, len(s.functions))
+	for _, fn := range s.functions {
+		out = append(out, fn)
+	}
+	s.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// PutFunction stores fn and waits until the local cache has it, so a read
+// right after a deploy sees the deploy.
+func (s *Store) PutFunction(ctx context.Context, fn *model.Function) error {
+	b, err := json.Marshal(fn)
+	if err != nil {
+		return err
+	}
+	if _, err := s.kv.Put(ctx, fn.Name, b); err != nil {
+		return fmt.Errorf("cannot store function %s: %w", fn.Name, err)
+	}
+	return s.waitCache(ctx, fn.Name, func(got *model.Function) bool {
+		return got != nil && got.LastModified.Equal(fn.LastModified) && got.CodeSHA256 == fn.CodeSHA256
+	})
+}
+
+// DeleteFunction removes the function's metadata.
+func (s *Store) DeleteFunction(ctx context.Context, name string) error {
+	if err := s.kv.Delete(ctx, name); err != nil {
+		return fmt.Errorf("cannot delete function %s: %w", name, err)
+	}
+	return s.waitCache(ctx, name, func(got *model.Function) bool { return got == nil })
+}
+
+func (s *Store) waitCache(ctx context.Context, name string, ok func(*model.Function) bool) error {
+	for {
+		s.mu.RLock()
+		got := s.functions[name]
+		s.mu.RUnlock()
+		if ok(got) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cannot see the change of %s: %w", name, ctx.Err())
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
+// PutCode stores a bundle under its sha256.
+func (s *Store) PutCode(ctx context.Context, sha string, data []byte) error {
+	if _, err := s.code.PutBytes(ctx, sha, data); err != nil {
+		return fmt.Errorf("cannot store code %s: %w", sha, err)
+	}
+	return nil
+}
+
+// Code returns a stored bundle.
+func (s *Store) Code(ctx context.Context, sha string) ([]byte, error) {
+	b, err := s.code.GetBytes(ctx, sha)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return nil, fmt.Errorf("code %s: %w", sha, model.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cannot read code %s: %w", sha, err)
+	}
+	return b, nil
+}
+
+// DeleteCode removes a bundle; a missing one is not an error.
+func (s *Store) DeleteCode(ctx context.Context, sha string) error {
+	err := s.code.Delete(ctx, sha)
+	if err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+		return fmt.Errorf("cannot delete code %s: %w", sha, err)
+	}
+	return nil
+}
+
+// AppendLog publishes one invocation's log text. It does not wait for the
+// store's acknowledgement; Flush does.
+func (s *Store) AppendLog(function string, text []byte) error {
+	_, err := s.js.PublishAsync(logsSubject+function, text)
+	return err
+}
+
+// AppendUsage publishes a usage record without waiting.
+func (s *Store) AppendUsage(u *model.Usage) error {
+	b, err := json.Marshal(u)
+	if err != nil {
+		return err
+	}
+	_, err = s.js.PublishAsync(usageSubject+u.Function, b)
+	return err
+}
+
+// Flush waits until every asynchronous publish was acknowledged.
+func (s *Store) Flush(ctx context.Context) error {
+	select {
+	case <-s.js.PublishAsyncComplete():
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Logs calls emit with each stored log text of the function since the given
+// time, in order. With follow it keeps calling emit for new records until
+// ctx ends; otherwise it returns after the last stored one.
+func (s *Store) Logs(ctx context.Context, function string, since time.Time, follow bool, emit func([]byte) error) error {
+	return s.read(ctx, logsStream, logsSubject+function, since, follow, func(m jetstream.Msg) error { return emit(m.Data()) })
+}
+
+// Usage calls emit with every stored usage record, oldest first, of one
+// function or (function "") all.
+func (s *Store) Usage(ctx context.Context, function string, emit func(*model.Usage)) error {
+	subject := usageSubject + ">"
+	if function != "" {
+		subject = usageSubject + function
+	}
+	return s.read(ctx, usageStream, subject, time.Time{}, false, func(m jetstream.Msg) error {
+		var u model.Usage
+		if json.Unmarshal(m.Data(), &u) == nil {
+			emit(&u)
+		}
+		return nil
+	})
+}
+
+// read walks a stream's messages on subject with an ordered consumer.
+func (s *Store) read(ctx context.Context, stream, subject string, since time.Time, follow bool, emit func(jetstream.Msg) error) error {
+	info, err := s.js.Stream(ctx, stream)
+	if err != nil {
+		return err
+	}
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}, DeliverPolicy: jetstream.DeliverAllPolicy}
+	if !since.IsZero() {
+		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
+	}
+	// Without follow, stop at the subject's last message as of now.
+	var last uint64
+	if !follow {
+		m, err := info.GetLastMsgForSubject(ctx, subject)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if !since.IsZero() && m.Time.Before(since) {
+			return nil
+		}
+		last = m.Sequence
+	}
+	cons, err := s.js.OrderedConsumer(ctx, stream, cfg)
+	if err != nil {
+		return err
+	}
+	for {
+		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(500*time.Millisecond))
+		if err != nil {
+			return err
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			if err := emit(m); err != nil {
+				return err
+			}
+			md, err := m.Metadata()
+			if err == nil && !follow && md.Sequence.Stream >= last {
+				return nil
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) {
+			return err
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+	}
+}
+
+func splitHostPort(hp string) (string, int, error) {
+	host, port, err := net.SplitHostPort(hp)
+	if err != nil {
+		return "", 0, err
+	}
+	p, err := strconv.Atoi(port)
+	return host, p, err
+}

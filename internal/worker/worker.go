@@ -1,0 +1,614 @@
+// Package worker runs invocations on function instances: it keeps a pool of
+// instances per function, starts one through the sandbox driver when no warm
+// one is idle (a cold start), hands the event over through the instance's
+// Runtime API, enforces the timeout, turns crashes into Lambda errors, and
+// writes each invocation's log text and usage record to a Sink.
+package worker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/aloft-dev/aloft/internal/model"
+	"github.com/aloft-dev/aloft/internal/runtimeapi"
+	"github.com/aloft-dev/aloft/internal/sandbox"
+	"github.com/aloft-dev/aloft/runtimes"
+)
+
+// Defaults of the Worker's settings.
+const (
+	DefaultKeepAlive   = 10 * time.Minute
+	DefaultInitTimeout = 10 * time.Second // as Lambda's init phase
+	DefaultLogLimit    = 256 << 10        // bytes of function output kept per invocation
+	logTailBytes       = 4096
+)
+
+// Sink receives what invocations produce.
+type Sink interface {
+	// Log receives one invocation's log text: START, output, END, REPORT.
+	Log(function string, text []byte)
+	// Usage receives one invocation's metering record.
+	Usage(u *model.Usage)
+}
+
+// CodeSource gives the host directory holding a function's unpacked code.
+type CodeSource interface {
+	CodeDir(ctx context.Context, fn *model.Function) (string, error)
+}
+
+// Request is one invocation as the gateway hands it over.
+type Request struct {
+	RequestID       string // generated when empty
+	Payload         []byte
+	ClientContext   string // JSON
+	CognitoIdentity string // JSON
+	TraceID         string // generated when empty
+}
+
+// Response is the invocation's outcome as the caller sees it.
+type Response struct {
+	RequestID     string
+	Payload       []byte
+	FunctionError string // "Unhandled" when the function failed, else ""
+	ErrorType     string
+	Log           []byte // the invocation's whole log text
+	Version       string
+	Usage         model.Usage
+}
+
+// LogTail returns the last 4 KB of the invocation's log, as Lambda's
+// X-Amz-Log-Result carries it.
+func (r *Response) LogTail() []byte {
+	if len(r.Log) > logTailBytes {
+		return r.Log[len(r.Log)-logTailBytes:]
+	}
+	return r.Log
+}
+
+// Worker runs invocations. Set the exported fields, then call Start.
+type Worker struct {
+	Driver     sandbox.Driver
+	Code       CodeSource
+	Sink       Sink
+	RuntimeDir string // host directory of the extracted Node and Python bootstraps
+	Logger     *slog.Logger
+	// KeepAlive is how long an idle instance stays loaded (DefaultKeepAlive).
+	KeepAlive time.Duration
+	// InitTimeout bounds a runtime's initialisation (DefaultInitTimeout).
+	InitTimeout time.Duration
+	// LogLimit caps the function output kept per invocation (DefaultLogLimit).
+	LogLimit        int
+	Region, Account string
+
+	mu       sync.Mutex
+	pools    map[string]*pool
+	closing  bool
+	inflight sync.WaitGroup
+	stop     chan struct{}
+	reaped   chan struct{}
+}
+
+// pool holds the instances of one function revision.
+type pool struct {
+	revision string
+	idle     []*instance // most recently used last
+	busy     int
+	starting int
+}
+
+type instance struct {
+	id       string
+	revision string
+	sb       sandbox.Instance
+	api      *runtimeapi.Server
+	logs     *logBuffer
+	started  time.Time
+	lastUsed time.Time
+	// initDur is set after the first invocation found the runtime ready.
+	initDur time.Duration
+	used    bool
+}
+
+// Start begins the keep-alive reaper.
+func (w *Worker) Start() {
+	if w.KeepAlive == 0 {
+		w.KeepAlive = DefaultKeepAlive
+	}
+	if w.InitTimeout == 0 {
+		w.InitTimeout = DefaultInitTimeout
+	}
+	if w.LogLimit == 0 {
+		w.LogLimit = DefaultLogLimit
+	}
+	if w.Region == "" {
+		w.Region = model.DefaultRegion
+	}
+	if w.Account == "" {
+		w.Account = model.DefaultAccountID
+	}
+	if w.Logger == nil {
+		w.Logger = slog.New(slog.DiscardHandler)
+	}
+	w.pools = make(map[string]*pool)
+	w.stop = make(chan struct{})
+	w.reaped = make(chan struct{})
+	go w.reap()
+}
+
+func revisionOf(fn *model.Function) string {
+	return fn.CodeSHA256 + "@" + strconv.FormatInt(fn.LastModified.UnixNano(), 36)
+}
+
+// Invoke runs one invocation of fn and returns its outcome. A function
+// error is a Response with FunctionError set, not an error; errors are the
+// platform's (shutting down, cannot prepare code).
+func (w *Worker) Invoke(ctx context.Context, fn *model.Function, req *Request) (*Response, error) {
+	w.mu.Lock()
+	if w.closing {
+		w.mu.Unlock()
+		return nil, model.ErrShuttingDown
+	}
+	w.inflight.Add(1)
+	w.mu.Unlock()
+	defer w.inflight.Done()
+	// The invocation runs to its end even when the caller goes away, as in Lambda.
+	ctx = context.WithoutCancel(ctx)
+
+	if req.RequestID == "" {
+		req.RequestID = NewRequestID()
+	}
+	if req.TraceID == "" {
+		req.TraceID = newTraceID()
+	}
+	inst, cold, err := w.acquire(ctx, fn)
+	if err != nil {
+		if errors.Is(err, model.ErrShuttingDown) {
+			return nil, err
+		}
+		var start *startError
+		if errors.As(err, &start) {
+			return w.finish(fn, req, nil, outcome{
+				errType: model.ErrTypeInvalidEntry, usage: model.OutcomeCrash,
+				msg: "RequestId: " + req.RequestID + " Error: " + start.Error(),
+			}, time.Now(), true), nil
+		}
+		return nil, err
+	}
+	res := w.run(ctx, fn, req, inst, cold)
+	w.release(fn, inst, res.keep)
+	return w.finish(fn, req, inst, res, res.begin, cold), nil
+}
+
+// outcome is what running an invocation on an instance produced.
+type outcome struct {
+	payload  []byte
+	errType  string // set when the invocation failed
+	msg      string // message of a platform-made error
+	usage    string // model.Outcome*
+	begin    time.Time
+	duration time.Duration
+	keep     bool // the instance may serve again
+	logExtra string
+}
+
+func (w *Worker) run(ctx context.Context, fn *model.Function, req *Request, inst *instance, cold bool) outcome {
+	if cold {
+		if o, ok := w.awaitInit(inst, req); !ok {
+			return o
+		}
+	}
+	timeout := time.Duration(fn.Timeout) * time.Second
+	begin := time.Now()
+	deadline := begin.Add(timeout)
+	ictx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	res, err := inst.api.Invoke(ictx, &runtimeapi.Invocation{
+		RequestID:          req.RequestID,
+		Payload:            req.Payload,
+		Deadline:           deadline,
+		InvokedFunctionARN: model.ARN(w.Region, w.Account, fn.Name),
+		TraceID:            req.TraceID,
+		ClientContext:      req.ClientContext,
+		CognitoIdentity:    req.CognitoIdentity,
+	})
+	o := outcome{begin: begin, duration: time.Since(begin)}
+	switch {
+	case err == nil:
+		inst.sb.FlushOutput()
+		o.payload, o.keep = res.Payload, true
+		o.usage = model.OutcomeSuccess
+		if res.Error {
+			o.errType, o.usage = res.ErrorType, model.OutcomeError
+			if res.TooLarge {
+				o.msg = "Response payload size exceeded maximum allowed payload size (6291556 bytes)."
+			}
+		}
+	case errors.Is(err, context.DeadlineExceeded):
+		inst.sb.Stop()
+		o.errType, o.usage = model.ErrTypeTimeout, model.OutcomeTimeout
+		o.msg = fmt.Sprintf("RequestId: %s Error: Task timed out after %.2f seconds", req.RequestID, timeout.Seconds())
+		o.logExtra = fmt.Sprintf("%s %s Task timed out after %.2f seconds\n",
+			time.Now().UTC().Format(time.RFC3339Nano), req.RequestID, timeout.Seconds())
+	case errors.Is(err, runtimeapi.ErrInitFailed):
+		o = w.initFailed(inst, res, o)
+	default: // the process exited (ErrClosed)
+		o = w.exited(inst, req, o)
+	}
+	return o
+}
+
+// awaitInit waits for the runtime's first /next. It returns false with the
+// failure when the runtime crashed, reported an init error or took too long.
+func (w *Worker) awaitInit(inst *instance, req *Request) (outcome, bool) {
+	t := time.NewTimer(w.InitTimeout)
+	defer t.Stop()
+	begin := time.Now()
+	select {
+	case <-inst.api.Ready():
+		inst.initDur = time.Since(inst.started)
+		return outcome{}, true
+	case <-inst.api.InitFailed():
+		inst.initDur = time.Since(inst.started)
+		return w.initFailed(inst, inst.api.InitError(), outcome{begin: begin}), false
+	case <-inst.sb.Done():
+		inst.initDur = time.Since(inst.started)
+		return w.exited(inst, req, outcome{begin: begin}), false
+	case <-t.C:
+		inst.initDur = time.Since(inst.started)
+		inst.sb.Stop()
+		return outcome{begin: begin, errType: model.ErrTypeTimeout, usage: model.OutcomeTimeout,
+			msg: fmt.Sprintf("RequestId: %s Error: Runtime init timed out after %.2f seconds", req.RequestID, w.InitTimeout.Seconds())}, false
+	}
+}
+
+func (w *Worker) initFailed(inst *instance, res *runtimeapi.Result, o outcome) outcome {
+	// The runtime exits after reporting; make sure it is gone.
+	inst.sb.Stop()
+	o.usage = model.OutcomeCrash
+	if res != nil {
+		o.payload, o.errType = res.Payload, res.ErrorType
+	}
+	if o.errType == "" || o.errType == "Unhandled" {
+		o.errType = "Runtime.Unknown"
+	}
+	return o
+}
+
+func (w *Worker) exited(inst *instance, req *Request, o outcome) outcome {
+	<-inst.sb.Done()
+	st := inst.sb.ExitStatus()
+	o.usage, o.errType = model.OutcomeCrash, model.ErrTypeExit
+	if st.OutOfMemory {
+		o.usage, o.errType = model.OutcomeOOM, model.ErrTypeOutOfMemory
+	}
+	o.msg = "RequestId: " + req.RequestID + " Error: Runtime exited with error: " + st.String()
+	if init := inst.api.InitError(); init != nil && !st.OutOfMemory {
+		return w.initFailed(inst, init, o)
+	}
+	return o
+}
+
+// finish writes the invocation's log text and usage record and builds the
+// caller's response. inst is nil when no instance could be started.
+func (w *Worker) finish(fn *model.Function, req *Request, inst *instance, o outcome, begin time.Time, cold bool) *Response {
+	resp := &Response{RequestID: req.RequestID, Version: model.DefaultVersion, Payload: o.payload}
+	if o.errType != "" {
+		resp.FunctionError, resp.ErrorType = "Unhandled", o.errType
+		if o.msg != "" || len(o.payload) == 0 {
+			msg := o.msg
+			if msg == "" {
+				msg = "RequestId: " + req.RequestID + " Error: " + o.errType
+			}
+			resp.Payload, _ = json.Marshal(model.FunctionError{ErrorMessage: msg, ErrorType: o.errType})
+		}
+	}
+	billed := int64(math.Ceil(float64(o.duration) / float64(time.Millisecond)))
+	if billed < 1 {
+		billed = 1
+	}
+	var maxMem int
+	var initDur time.Duration
+	var output []byte
+	if inst != nil {
+		maxMem = int((inst.sb.Stats().MaxMemoryBytes + (1<<20 - 1)) >> 20)
+		output = inst.logs.take()
+		if cold {
+			initDur = inst.initDur
+		}
+	}
+	u := model.Usage{
+		Time: begin.UTC(), Function: fn.Name, RequestID: req.RequestID,
+		DurationMs: float64(o.duration) / float64(time.Millisecond), BilledMs: billed,
+		MemoryMB: fn.Memory, MaxMemoryMB: maxMem, GBSeconds: model.GBSeconds(billed, fn.Memory),
+		Cold: cold, InitDurationMs: float64(initDur) / float64(time.Millisecond), Outcome: o.usage,
+	}
+	resp.Usage = u
+
+	log := make([]byte, 0, len(output)+256)
+	log = fmt.Appendf(log, "START RequestId: %s Version: %s\n", req.RequestID, model.DefaultVersion)
+	log = append(log, output...)
+	log = append(log, o.logExtra...)
+	log = fmt.Appendf(log, "END RequestId: %s\n", req.RequestID)
+	log = fmt.Appendf(log, "REPORT RequestId: %s\tDuration: %.2f ms\tBilled Duration: %d ms\tMemory Size: %d MB\tMax Memory Used: %d MB",
+		req.RequestID, u.DurationMs, billed, fn.Memory, maxMem)
+	if cold {
+		log = fmt.Appendf(log, "\tInit Duration: %.2f ms", u.InitDurationMs)
+	}
+	switch o.usage {
+	case model.OutcomeTimeout:
+		log = append(log, "\tStatus: timeout"...)
+	case model.OutcomeCrash, model.OutcomeOOM:
+		log = fmt.Appendf(log, "\tStatus: error\tError Type: %s", o.errType)
+	}
+	log = append(log, '\n')
+	resp.Log = log
+	if w.Sink != nil {
+		w.Sink.Log(fn.Name, log)
+		w.Sink.Usage(&u)
+	}
+	return resp
+}
+
+// startError is a failure to start an instance's process.
+type startError struct{ err error }
+
+func (e *startError) Error() string { return e.err.Error() }
+func (e *startError) Unwrap() error { return e.err }
+
+// acquire returns an idle warm instance of fn, or starts a new one.
+func (w *Worker) acquire(ctx context.Context, fn *model.Function) (*instance, bool, error) {
+	rev := revisionOf(fn)
+	w.mu.Lock()
+	if w.closing {
+		w.mu.Unlock()
+		return nil, false, model.ErrShuttingDown
+	}
+	p := w.pools[fn.Name]
+	if p == nil || p.revision != rev {
+		if p != nil {
+			w.retireLocked(fn.Name)
+		}
+		p = &pool{revision: rev}
+		w.pools[fn.Name] = p
+	}
+	for len(p.idle) > 0 {
+		inst := p.idle[len(p.idle)-1]
+		p.idle = p.idle[:len(p.idle)-1]
+		select {
+		case <-inst.sb.Done(): // died while idle
+			continue
+		default:
+		}
+		p.busy++
+		w.mu.Unlock()
+		return inst, false, nil
+	}
+	p.starting++
+	w.mu.Unlock()
+
+	inst, err := w.startInstance(ctx, fn, rev)
+
+	w.mu.Lock()
+	p.starting--
+	if err == nil {
+		p.busy++
+	}
+	w.mu.Unlock()
+	return inst, true, err
+}
+
+func (w *Worker) startInstance(ctx context.Context, fn *model.Function, rev string) (*instance, error) {
+	codeDir, err := w.Code.CodeDir(ctx, fn)
+	if err != nil {
+		return nil, fmt.Errorf("cannot prepare the code of %s: %w", fn.Name, err)
+	}
+	id := newInstanceID()
+	spec := &sandbox.Spec{
+		ID: id, Function: fn.Name, CodeDir: codeDir,
+		MemoryMB: fn.Memory, TmpMB: fn.EphemeralStorage, Network: fn.Network,
+	}
+	if fn.Runtime == model.RuntimeNode || fn.Runtime == model.RuntimePython {
+		spec.RuntimeDir = w.RuntimeDir
+	}
+	taskRoot, runtimeRoot := w.Driver.Paths(spec)
+	switch fn.Runtime {
+	case model.RuntimeProvided, model.RuntimeGo:
+		spec.Args = []string{taskRoot + "/bootstrap"}
+	default:
+		if spec.Args, err = runtimes.Command(fn.Runtime, runtimeRoot); err != nil {
+			return nil, &startError{err}
+		}
+	}
+	spec.Env = w.environment(fn, id, taskRoot, runtimeRoot)
+	api := runtimeapi.New()
+	logs := &logBuffer{max: w.LogLimit}
+	spec.RuntimeAPI, spec.Output = api, logs
+	started := time.Now()
+	sb, err := w.Driver.Start(ctx, spec)
+	if err != nil {
+		return nil, &startError{err}
+	}
+	inst := &instance{id: id, revision: rev, sb: sb, api: api, logs: logs, started: started}
+	go func() {
+		<-sb.Done()
+		api.Close() // ends a pending Invoke with ErrClosed
+	}()
+	return inst, nil
+}
+
+// environment is Lambda's standard environment with the function's own
+// variables on top.
+func (w *Worker) environment(fn *model.Function, id, taskRoot, runtimeRoot string) []string {
+	env := []string{
+		"PATH=/usr/local/bin:/usr/bin:/bin",
+		"LANG=en_US.UTF-8",
+		"TZ=:UTC",
+		"HOME=/tmp",
+		"AWS_REGION=" + w.Region,
+		"AWS_DEFAULT_REGION=" + w.Region,
+		"AWS_EXECUTION_ENV=AWS_Lambda_" + string(fn.Runtime),
+		"AWS_LAMBDA_FUNCTION_NAME=" + fn.Name,
+		"AWS_LAMBDA_FUNCTION_VERSION=" + model.DefaultVersion,
+		"AWS_LAMBDA_FUNCTION_MEMORY_SIZE=" + strconv.Itoa(fn.Memory),
+		"AWS_LAMBDA_LOG_GROUP_NAME=/aws/lambda/" + fn.Name,
+		"AWS_LAMBDA_LOG_STREAM_NAME=" + time.Now().UTC().Format("2006/01/02") + "/[$LATEST]" + id,
+		"AWS_LAMBDA_INITIALIZATION_TYPE=on-demand",
+		"_HANDLER=" + fn.Handler,
+		"LAMBDA_TASK_ROOT=" + taskRoot,
+	}
+	if runtimeRoot != "" {
+		env = append(env, "LAMBDA_RUNTIME_DIR="+runtimeRoot)
+	}
+	for _, k := range fn.EnvKeys() {
+		env = append(env, k+"="+fn.Env[k])
+	}
+	return env
+}
+
+// release returns inst to its pool, or stops it when it cannot serve again
+// or belongs to a retired revision.
+func (w *Worker) release(fn *model.Function, inst *instance, keep bool) {
+	w.mu.Lock()
+	p := w.pools[fn.Name]
+	if p != nil && p.revision == inst.revision {
+		p.busy--
+		if keep && !w.closing {
+			inst.lastUsed = time.Now()
+			p.idle = append(p.idle, inst)
+			w.mu.Unlock()
+			return
+		}
+	}
+	w.mu.Unlock()
+	go inst.sb.Stop()
+}
+
+// Retire stops the idle instances of a function that was updated or
+// deleted; busy ones stop when their invocation ends.
+func (w *Worker) Retire(name string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.retireLocked(name)
+}
+
+func (w *Worker) retireLocked(name string) {
+	p := w.pools[name]
+	if p == nil {
+		return
+	}
+	for _, inst := range p.idle {
+		go inst.sb.Stop()
+	}
+	delete(w.pools, name)
+}
+
+// reap stops instances idle for longer than the keep-alive.
+func (w *Worker) reap() {
+	defer close(w.reaped)
+	every := min(w.KeepAlive/4, time.Second)
+	t := time.NewTicker(max(every, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-w.stop:
+			return
+		case now := <-t.C:
+			w.mu.Lock()
+			for _, p := range w.pools {
+				kept := p.idle[:0]
+				for _, inst := range p.idle {
+					if now.Sub(inst.lastUsed) >= w.KeepAlive {
+						go inst.sb.Stop()
+						continue
+					}
+					kept = append(kept, inst)
+				}
+				clear(p.idle[len(kept):])
+				p.idle = kept
+			}
+			w.mu.Unlock()
+		}
+	}
+}
+
+// Counts is how many instances a function has.
+type Counts struct {
+	Warm int `json:"warm"` // idle and ready
+	Busy int `json:"busy"` // running an invocation or starting
+}
+
+// Instances reports the instance counts of one function.
+func (w *Worker) Instances(name string) Counts {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	p := w.pools[name]
+	if p == nil {
+		return Counts{}
+	}
+	return Counts{Warm: len(p.idle), Busy: p.busy + p.starting}
+}
+
+// Close stops taking invocations, waits for those in flight until ctx ends,
+// then stops every instance.
+func (w *Worker) Close(ctx context.Context) error {
+	w.mu.Lock()
+	if w.closing {
+		w.mu.Unlock()
+		return nil
+	}
+	w.closing = true
+	w.mu.Unlock()
+	close(w.stop)
+	<-w.reaped
+
+	drained := make(chan struct{})
+	go func() { w.inflight.Wait(); close(drained) }()
+	var err error
+	select {
+	case <-drained:
+	case <-ctx.Done():
+		err = fmt.Errorf("cannot drain in-flight invocations: %w", ctx.Err())
+	}
+	w.mu.Lock()
+	for name := range w.pools {
+		w.retireLocked(name)
+	}
+	w.mu.Unlock()
+	if cerr := w.Driver.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// NewRequestID returns a random UUID (version 4), Lambda's request id format.
+func NewRequestID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+// newTraceID returns an X-Ray style trace header.
+func newTraceID() string {
+	var b [20]byte
+	rand.Read(b[:])
+	h := hex.EncodeToString(b[:])
+	return fmt.Sprintf("Root=1-%08x-%s;Parent=%s;Sampled=0", time.Now().Unix(), h[:24], h[24:40])
+}
+
+func newInstanceID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
