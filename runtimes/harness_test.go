@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sync"
 	"testing"
 	"time"
@@ -27,7 +28,7 @@ const waitLong = 60 * time.Second
 // instance is a real bootstrap process served by a real runtimeapi.Server
 // on a loopback listener.
 type instance struct {
-	t       *testing.T
+	t       testing.TB
 	srv     *runtimeapi.Server
 	cmd     *exec.Cmd
 	out     *lockedBuffer
@@ -54,7 +55,7 @@ func (l *lockedBuffer) String() string {
 }
 
 // writeFiles writes name → content under a new temporary task root.
-func writeFiles(t *testing.T, files map[string]string) string {
+func writeFiles(t testing.TB, files map[string]string) string {
 	t.Helper()
 	root := t.TempDir()
 	for name, content := range files {
@@ -84,7 +85,13 @@ var testEnv = []string{
 
 // start extracts the runtimes, serves a Runtime API and starts rt's
 // bootstrap with handler over files.
-func start(t *testing.T, rt model.Runtime, handler string, files map[string]string, extraEnv ...string) *instance {
+func start(t testing.TB, rt model.Runtime, handler string, files map[string]string, extraEnv ...string) *instance {
+	t.Helper()
+	return startWith(t, nil, rt, handler, files, extraEnv...)
+}
+
+// startWith is start with a hook to configure the Runtime API's http.Server.
+func startWith(t testing.TB, configure func(*http.Server), rt model.Runtime, handler string, files map[string]string, extraEnv ...string) *instance {
 	t.Helper()
 	if _, err := Interpreter(rt); err != nil {
 		t.Skipf("no interpreter for %s on this host: %v", rt, err)
@@ -105,6 +112,9 @@ func start(t *testing.T, rt model.Runtime, handler string, files map[string]stri
 		t.Fatal(err)
 	}
 	hs := &http.Server{Handler: srv}
+	if configure != nil {
+		configure(hs)
+	}
 	go hs.Serve(ln)
 
 	inst := &instance{t: t, srv: srv, out: &lockedBuffer{}, done: make(chan struct{})}
@@ -268,4 +278,20 @@ func jsonEqual(a, b []byte) bool {
 	ja, _ := json.Marshal(x)
 	jb, _ := json.Marshal(y)
 	return bytes.Equal(ja, jb)
+}
+
+// waitOutput waits until the instance's output matches re: output travels
+// through a pipe and may trail the invocation's answer.
+func (i *instance) waitOutput(re *regexp.Regexp) bool {
+	i.t.Helper()
+	deadline := time.Now().Add(waitLong)
+	for {
+		if re.MatchString(i.out.String()) {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -35,8 +34,7 @@ func newUpCmd() *cobra.Command {
 			if cfg.Token == "" {
 				cfg.Token = os.Getenv("ALOFT_TOKEN")
 			}
-			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-			defer stop()
+			ctx := cmd.Context()
 			n, err := node.Start(ctx, cfg)
 			if err != nil {
 				return err
@@ -51,8 +49,8 @@ func newUpCmd() *cobra.Command {
 				fmt.Fprintf(out, "isolation: %s (%s)\n", iso.Level, strings.Join(iso.Enabled, ", "))
 			}
 			<-ctx.Done()
-			stop()
-			fmt.Fprintln(out, "draining…")
+			fmt.Fprintln(out, "draining… (interrupt again to quit at once)")
+			forceQuitOnSignal()
 			return n.Close()
 		},
 	}
@@ -67,4 +65,15 @@ func newUpCmd() *cobra.Command {
 	f.StringVar(&cfg.NATSListen, "nats-listen", "", "also serve the embedded NATS on this address (default: in-process only)")
 	f.BoolVarP(&verbose, "verbose", "v", false, "debug logging")
 	return cmd
+}
+
+// forceQuitOnSignal exits at once on the next SIGINT or SIGTERM, for a user
+// who does not want to wait for the drain.
+func forceQuitOnSignal() {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		<-sig
+		os.Exit(130)
+	}()
 }

@@ -469,3 +469,24 @@ func TestRootExtraCommands(t *testing.T) {
 		t.Fatalf("unknown command: err=%v, printed %q; want an error and nothing printed", err, errOut.String())
 	}
 }
+
+func TestDeployProvided(t *testing.T) {
+	srv := newAPIServer(t)
+	useServer(t, srv)
+	dir := t.TempDir()
+	writeTree(t, dir, map[string]string{
+		"aloft.yaml": "name: sh\nruntime: provided\n",
+		"bootstrap":  "#!/bin/sh\nexit 0\n",
+		"lib/x.txt":  "data",
+	}, map[string]bool{"bootstrap": true})
+	if _, stderr, err := run(t, context.Background(), "", "deploy", dir); err != nil {
+		t.Fatalf("deploy: %v %s", err, stderr)
+	}
+	files, modes := readZip(t, srv.codeOf("sh"))
+	if got, want := keys(files), []string{"aloft.yaml", "bootstrap", "lib/x.txt"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("bundle=%v, want %v", got, want)
+	}
+	if modes["bootstrap"].Perm() != 0o755 {
+		t.Errorf("bootstrap mode=%v, want 0755", modes["bootstrap"])
+	}
+}

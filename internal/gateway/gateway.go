@@ -29,10 +29,18 @@ type Invoker interface {
 	Invoke(ctx context.Context, fn *model.Function, req *worker.Request) (*worker.Response, error)
 }
 
+// Enqueuer stores Event (asynchronous) invocations durably and returns
+// their request id. A payload over its limit is an error wrapping
+// model.ErrTooLarge.
+type Enqueuer interface {
+	Enqueue(ctx context.Context, fn *model.Function, req *worker.Request) (string, error)
+}
+
 // Gateway serves the invoke paths. Set the fields, then use Register.
 type Gateway struct {
 	Functions Functions
 	Invoker   Invoker
+	Enqueuer  Enqueuer // nil: Event invocations are refused
 	Auth      *Auth
 	Region    string
 	Account   string
@@ -134,6 +142,12 @@ func (g *Gateway) invoke(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Amz-Executed-Version", model.DefaultVersion)
 		w.WriteHeader(http.StatusNoContent)
 		return
+	case "Event":
+		if g.Enqueuer != nil {
+			g.enqueue(w, r, fn, req)
+			return
+		}
+		fallthrough
 	default:
 		apierr.Write(w, apierr.New(http.StatusBadRequest, "InvalidParameterValueException",
 			"X-Amz-Invocation-Type "+typ+" is not supported; use RequestResponse or DryRun"))
@@ -157,4 +171,18 @@ func (g *Gateway) invoke(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(http.StatusOK)
 	w.Write(resp.Payload)
+}
+
+// enqueue answers an Event invocation: 202 with the request id once the
+// event is stored durably.
+func (g *Gateway) enqueue(w http.ResponseWriter, r *http.Request, fn *model.Function, req *worker.Request) {
+	id, err := g.Enqueuer.Enqueue(r.Context(), fn, req)
+	if err != nil {
+		apierr.Write(w, err)
+		return
+	}
+	h := w.Header()
+	h.Set("X-Amzn-RequestId", id)
+	h.Set("X-Amz-Executed-Version", model.DefaultVersion)
+	w.WriteHeader(http.StatusAccepted)
 }

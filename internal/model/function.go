@@ -63,6 +63,16 @@ type Config struct {
 	// EphemeralStorage is the size limit of the instance's /tmp, in MB.
 	EphemeralStorage int    `json:"ephemeral_storage,omitempty" yaml:"ephemeral_storage"`
 	Network          string `json:"network,omitempty" yaml:"network"`
+
+	// Asynchronous invocation, as Lambda's PutFunctionEventInvokeConfig.
+	// MaximumRetryAttempts is a pointer because 0 (no retries) differs
+	// from unset (DefaultRetryAttempts); Normalize always sets it.
+	MaximumRetryAttempts *int `json:"maximum_retry_attempts,omitempty" yaml:"maximum_retry_attempts"`
+	// MaximumEventAge is in seconds (DefaultEventAge).
+	MaximumEventAge int          `json:"maximum_event_age,omitempty" yaml:"maximum_event_age"`
+	OnSuccess       *Destination `json:"on_success,omitempty" yaml:"on_success"`
+	OnFailure       *Destination `json:"on_failure,omitempty" yaml:"on_failure"`
+	Triggers        []Trigger    `json:"triggers,omitempty" yaml:"triggers"`
 }
 
 // Function is a deployed function: its config with defaults applied, plus
@@ -166,7 +176,7 @@ func (c Config) Normalize() (Config, error) {
 	if size > MaxEnvBytes {
 		return c, invalidf("env variables take %d bytes, more than the %d allowed", size, MaxEnvBytes)
 	}
-	return c, nil
+	return c.normalizeAsync()
 }
 
 func checkHandler(h, shape string) error {

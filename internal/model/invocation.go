@@ -33,6 +33,9 @@ type Usage struct {
 	Cold           bool      `json:"cold"`
 	InitDurationMs float64   `json:"init_duration_ms,omitempty"`
 	Outcome        string    `json:"outcome"` // success, error, timeout, crash, oom, throttled
+	// Attempt numbers the tries of an asynchronous invocation (1 = first);
+	// 0 means a synchronous one.
+	Attempt int `json:"attempt,omitempty"`
 }
 
 // Outcomes of an invocation, as recorded in Usage.Outcome.

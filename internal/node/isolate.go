@@ -1,13 +1,17 @@
 package node
 
 import (
-	"errors"
+	"path/filepath"
 
 	"github.com/aloft-dev/aloft/internal/sandbox"
+	"github.com/aloft-dev/aloft/internal/sandbox/process"
 )
 
 // newIsolatingDriver returns the namespaces+cgroups driver, or why the host
 // cannot run it.
 func newIsolatingDriver(cfg Config) (sandbox.Driver, error) {
-	return nil, errors.New("the isolating process driver is not built yet")
+	return process.New(process.Options{
+		StateDir: filepath.Join(cfg.DataDir, "sandbox"),
+		Logger:   cfg.Logger.With("component", "sandbox"),
+	})
 }

@@ -95,9 +95,10 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		}
 	}()
 
-	if cfg.Token, n.tokenMsg, err = loadToken(dataDir, cfg.Token); err != nil {
+	if n.cfg.Token, n.tokenMsg, err = loadToken(dataDir, cfg.Token); err != nil {
 		return nil, err
 	}
+	cfg.Token = n.cfg.Token
 	if n.driver, err = chooseDriver(cfg, n.log); err != nil {
 		return nil, err
 	}

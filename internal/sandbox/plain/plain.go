@@ -77,6 +77,7 @@ func (d *Driver) Start(ctx context.Context, spec *sandbox.Spec) (sandbox.Instanc
 		return nil, fmt.Errorf("cannot start %s: %w", spec.Args[0], err)
 	}
 	w.Close()
+	inst.statusPath = "/proc/" + strconv.Itoa(cmd.Process.Pid) + "/status"
 	d.track(inst, true)
 	poll := d.MemoryPoll
 	if poll == 0 {
@@ -130,7 +131,8 @@ type instance struct {
 	limit int64
 	done  chan struct{}
 
-	watchDone chan struct{}
+	watchDone  chan struct{}
+	statusPath string // /proc/PID/status of the instance's process
 
 	mu      sync.Mutex
 	peak    int64
@@ -147,9 +149,15 @@ func (i *instance) ExitStatus() sandbox.ExitStatus {
 	return i.status
 }
 
+// Stats reads the process's peak resident memory now, so the figure is
+// exact even between the watchdog's samples.
 func (i *instance) Stats() sandbox.Stats {
+	_, hwm, _ := readMemory(i.statusPath, make([]byte, 4096))
 	i.mu.Lock()
 	defer i.mu.Unlock()
+	if hwm > i.peak && !i.oom {
+		i.peak = hwm
+	}
 	return sandbox.Stats{MaxMemoryBytes: i.peak}
 }
 
@@ -192,7 +200,7 @@ func (i *instance) setExit(err error) {
 // the process group when it passes the limit.
 func (i *instance) watch(every time.Duration) {
 	defer close(i.watchDone)
-	path := "/proc/" + strconv.Itoa(i.cmd.Process.Pid) + "/status"
+	path := i.statusPath
 	t := time.NewTicker(every)
 	defer t.Stop()
 	buf := make([]byte, 4096)
@@ -202,13 +210,15 @@ func (i *instance) watch(every time.Duration) {
 			return // the process is gone
 		}
 		i.mu.Lock()
-		if hwm > i.peak {
+		if hwm > i.peak && !i.oom {
 			i.peak = hwm
 		}
 		over := i.limit > 0 && rss > i.limit
 		if over {
+			// Lambda reports the limit as the memory used by an instance it
+			// killed for exceeding it.
 			i.oom = true
-			i.peak = max(i.peak, i.limit)
+			i.peak = i.limit
 		}
 		i.mu.Unlock()
 		if over {

@@ -1,0 +1,500 @@
+//go:build linux
+
+package process
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/aloft-dev/aloft/internal/model"
+	"github.com/aloft-dev/aloft/internal/sandbox"
+	"golang.org/x/sys/unix"
+)
+
+// Driver is the isolating process driver. Create it with New.
+type Driver struct {
+	opts Options
+	log  *slog.Logger
+	cg   *cgroups
+	iso  sandbox.Isolation
+	root string // empty mount point for instance roots
+
+	mu        sync.Mutex
+	instances map[string]*Instance
+	closed    bool
+}
+
+var _ sandbox.Driver = (*Driver)(nil)
+
+// Probe reports whether this host can isolate instances, and the protections
+// the driver gives. The error names every missing prerequisite.
+func Probe() (sandbox.Isolation, error) {
+	iso, _, err := probe(DefaultCgroupName)
+	return iso, err
+}
+
+func probe(cgroupName string) (sandbox.Isolation, *cgroups, error) {
+	var missing []string
+	if os.Geteuid() != 0 {
+		missing = append(missing, "root (namespaces, cgroups and mounts need it; rootless user namespaces are not supported yet)")
+	}
+	for _, ns := range []string{"pid", "mnt", "ipc", "uts", "net"} {
+		if _, err := os.Stat("/proc/self/ns/" + ns); err != nil {
+			missing = append(missing, ns+" namespace")
+		}
+	}
+	if err := unix.Prctl(unix.PR_GET_SECCOMP, 0, 0, 0, 0); err != nil {
+		missing = append(missing, "seccomp")
+	}
+	cg, err := detectCgroups(cgroupName)
+	if err != nil {
+		missing = append(missing, "cgroups ("+err.Error()+")")
+	}
+	iso := sandbox.Isolation{Level: "isolated"}
+	if len(missing) > 0 {
+		return sandbox.Isolation{Level: "none", Missing: missing}, nil,
+			fmt.Errorf("cannot isolate instances: missing %s", strings.Join(missing, "; "))
+	}
+	v := "v1"
+	if cg.v2 {
+		v = "v2"
+	}
+	iso.Enabled = []string{
+		"pid, mount, ipc, uts and network namespaces",
+		"read-only system directories and code; private /tmp",
+		"unprivileged uid, no capabilities, no_new_privs",
+		"seccomp filter",
+		"cgroup " + v + " memory, pids and cpu limits",
+		"loopback-only network",
+	}
+	return iso, cg, nil
+}
+
+// New checks the host, removes what a previous run left behind (instance
+// cgroups and their processes) and returns a ready driver.
+func New(opts Options) (*Driver, error) {
+	opts = opts.withDefaults()
+	if opts.StateDir == "" {
+		return nil, errors.New("cannot create process driver: no state directory")
+	}
+	stateDir, err := filepath.Abs(opts.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("cannot create process driver: %w", err)
+	}
+	// One cgroup per state directory, so that drivers of different nodes or
+	// tests on one host never clean up each other's instances.
+	sum := sha256.Sum256([]byte(stateDir))
+	iso, cg, err := probe(opts.CgroupName + "/" + hex.EncodeToString(sum[:6]))
+	if err != nil {
+		return nil, err
+	}
+	if err := cg.setup(); err != nil {
+		return nil, fmt.Errorf("cannot create process driver: %w", err)
+	}
+	if err := cg.cleanup(); err != nil {
+		return nil, fmt.Errorf("cannot clean up previous instances: %w", err)
+	}
+	root := filepath.Join(stateDir, "root")
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		return nil, fmt.Errorf("cannot create process driver: %w", err)
+	}
+	return &Driver{
+		opts:      opts,
+		log:       opts.Logger.With("component", "sandbox", "driver", Name),
+		cg:        cg,
+		iso:       iso,
+		root:      root,
+		instances: map[string]*Instance{},
+	}, nil
+}
+
+// Name returns "process".
+func (d *Driver) Name() string { return Name }
+
+// Isolation describes the protections in force.
+func (d *Driver) Isolation() sandbox.Isolation { return d.iso }
+
+// Paths returns /var/task and /var/runtime (or "" without a runtime dir).
+func (d *Driver) Paths(spec *sandbox.Spec) (taskRoot, runtimeRoot string) {
+	if spec.RuntimeDir == "" {
+		return TaskRoot, ""
+	}
+	return TaskRoot, RuntimeRoot
+}
+
+// Instance is one isolated instance.
+type Instance struct {
+	d       *Driver
+	id      string
+	cmd     *exec.Cmd
+	cg      *instanceCgroup
+	srv     *http.Server
+	out     *sandbox.OutputPipe
+	ln      net.Listener
+	done    chan struct{}
+	status  sandbox.ExitStatus
+	statsMu sync.Mutex
+
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// Start starts an instance and returns once its runtime has been exec'd.
+func (d *Driver) Start(ctx context.Context, spec *sandbox.Spec) (sandbox.Instance, error) {
+	if spec.Network == model.NetworkOutbound {
+		return nil, ErrOutboundUnsupported
+	}
+	if spec.ID == "" || strings.ContainsAny(spec.ID, "/\x00") || spec.ID == "." || spec.ID == ".." {
+		return nil, fmt.Errorf("cannot start instance: bad id %q", spec.ID)
+	}
+	if len(spec.Args) == 0 {
+		return nil, errors.New("cannot start instance: no command")
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return nil, errors.New("cannot start instance: driver closed")
+	}
+	if _, dup := d.instances[spec.ID]; dup {
+		d.mu.Unlock()
+		return nil, fmt.Errorf("cannot start instance: id %q in use", spec.ID)
+	}
+	inst := &Instance{d: d, id: spec.ID, done: make(chan struct{})}
+	d.instances[spec.ID] = inst
+	d.mu.Unlock()
+
+	if err := inst.start(spec); err != nil {
+		inst.Stop()
+		return nil, fmt.Errorf("cannot start instance: %w", err)
+	}
+	return inst, nil
+}
+
+func (i *Instance) start(spec *sandbox.Spec) error {
+	d := i.d
+	mem := spec.MemoryMB
+	if mem <= 0 {
+		mem = 128
+	}
+	tmp := spec.TmpMB
+	if tmp <= 0 {
+		tmp = DefaultTmpMB
+	}
+	out := spec.Output
+	if out == nil {
+		out = io.Discard
+	}
+	cg, err := d.cg.create(spec.ID, mem, d.opts.PidsMax)
+	if err != nil {
+		return err
+	}
+	i.cg = cg
+
+	env := make([]string, 0, len(spec.Env)+1)
+	for _, kv := range spec.Env {
+		if !strings.HasPrefix(kv, "AWS_LAMBDA_RUNTIME_API=") {
+			env = append(env, kv)
+		}
+	}
+	env = append(env, "AWS_LAMBDA_RUNTIME_API="+RuntimeAPIAddr)
+	cfg, err := json.Marshal(initConfig{
+		Root: d.root, CodeDir: spec.CodeDir, RuntimeDir: spec.RuntimeDir, TmpMB: tmp,
+		UID: d.opts.UID, GID: d.opts.GID, Args: spec.Args, Env: env,
+	})
+	if err != nil {
+		return err
+	}
+
+	syncR, syncW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer syncW.Close() // releases the shim if we return early; it then fails
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		syncR.Close()
+		return err
+	}
+	defer errR.Close()
+	outPipe, outW, err := sandbox.NewOutputPipe(out)
+	if err != nil {
+		syncR.Close()
+		errW.Close()
+		return err
+	}
+	i.out = outPipe
+
+	attr := &syscall.SysProcAttr{
+		Cloneflags: syscall.CLONE_NEWPID | syscall.CLONE_NEWNS | syscall.CLONE_NEWIPC |
+			syscall.CLONE_NEWUTS | syscall.CLONE_NEWNET,
+		Pdeathsig: syscall.SIGKILL,
+		Setsid:    true,
+	}
+	if cg.v2 {
+		dir, err := cg.openDir()
+		if err != nil {
+			syncR.Close()
+			errW.Close()
+			outW.Close()
+			outPipe.Close()
+			return fmt.Errorf("cannot open cgroup: %w", err)
+		}
+		defer dir.Close()
+		attr.UseCgroupFD = true
+		attr.CgroupFD = int(dir.Fd())
+	}
+	cmd := &exec.Cmd{
+		Path:        "/proc/self/exe",
+		Args:        []string{initArg0, spec.ID},
+		Env:         []string{initEnv + "=" + string(cfg)},
+		Stdout:      outW,
+		Stderr:      outW,
+		ExtraFiles:  []*os.File{syncR, errW},
+		SysProcAttr: attr,
+	}
+	err = cmd.Start()
+	syncR.Close()
+	errW.Close()
+	outW.Close()
+	if err != nil {
+		outPipe.Close()
+		return fmt.Errorf("cannot start sandbox init: %w", err)
+	}
+	i.cmd = cmd
+	go i.wait()
+
+	// If the shim failed on its own, its message says why better than
+	// whatever the failure made us trip on.
+	shimError := func(err error) error {
+		_ = cmd.Process.Kill()
+		if msg, _ := io.ReadAll(errR); len(msg) > 0 {
+			return fmt.Errorf("sandbox init: %s", msg)
+		}
+		return err
+	}
+	if !cg.v2 {
+		if err := cg.attach(cmd.Process.Pid); err != nil {
+			return shimError(err)
+		}
+	}
+	ln, err := listenInNetns(cmd.Process.Pid)
+	if err != nil {
+		return shimError(err)
+	}
+	i.ln = ln
+	i.srv = &http.Server{Handler: spec.RuntimeAPI, ReadHeaderTimeout: time.Minute}
+	go func() { _ = i.srv.Serve(ln) }()
+
+	// Let the shim drop privileges and exec; it closes errR on exec or
+	// writes why it could not.
+	syncW.Close()
+	msg, err := io.ReadAll(errR)
+	if err != nil {
+		return fmt.Errorf("cannot read sandbox init status: %w", err)
+	}
+	if len(msg) > 0 {
+		return fmt.Errorf("sandbox init: %s", msg)
+	}
+	return nil
+}
+
+// wait reaps the instance's init and records how it ended. Output still in
+// the pipe is copied for up to a second after the exit; all writers are gone
+// by then because the pid namespace dies with its init.
+func (i *Instance) wait() {
+	err := i.cmd.Wait()
+	st := sandbox.ExitStatus{}
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		ws, _ := ee.Sys().(syscall.WaitStatus)
+		if ws.Signaled() {
+			st.Code = -1
+			st.Signal = ws.Signal().String()
+		} else {
+			st.Code = ws.ExitStatus()
+		}
+	case err != nil:
+		st.Code = -1
+		st.Err = err
+	}
+	i.statsMu.Lock()
+	if i.cg != nil {
+		st.OutOfMemory = i.cg.oomKills() > 0
+		i.cg.stats()
+	}
+	i.statsMu.Unlock()
+	select {
+	case <-i.out.Done():
+	case <-time.After(time.Second):
+		i.out.Close()
+	}
+	i.status = st
+	close(i.done)
+}
+
+// FlushOutput returns once what the instance wrote so far reached Spec.Output.
+func (i *Instance) FlushOutput() { i.out.Flush() }
+
+// Done is closed when the instance's init has exited.
+func (i *Instance) Done() <-chan struct{} { return i.done }
+
+// ExitStatus says how the instance ended; valid after Done.
+func (i *Instance) ExitStatus() sandbox.ExitStatus {
+	<-i.done
+	return i.status
+}
+
+// Stats returns the cgroup's peak memory and CPU time.
+func (i *Instance) Stats() sandbox.Stats {
+	i.statsMu.Lock()
+	defer i.statsMu.Unlock()
+	if i.cg == nil {
+		return sandbox.Stats{}
+	}
+	peak, cpu := i.cg.stats()
+	return sandbox.Stats{MaxMemoryBytes: peak, CPUTime: cpu}
+}
+
+// Stop kills the instance's whole pid namespace, closes its Runtime API
+// listener and removes its cgroup.
+func (i *Instance) Stop() error {
+	i.stopOnce.Do(func() {
+		var errs []error
+		if i.cmd != nil && i.cmd.Process != nil {
+			_ = i.cmd.Process.Kill()
+			select {
+			case <-i.done:
+			case <-time.After(10 * time.Second):
+				errs = append(errs, errors.New("cannot stop instance: init did not exit"))
+			}
+		}
+		if i.srv != nil {
+			_ = i.srv.Close()
+		}
+		i.statsMu.Lock()
+		if i.cg != nil {
+			i.cg.stats()
+			if err := i.cg.destroy(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		i.statsMu.Unlock()
+		if i.cmd == nil || i.cmd.Process == nil {
+			close(i.done)
+		}
+		i.d.mu.Lock()
+		delete(i.d.instances, i.id)
+		i.d.mu.Unlock()
+		i.stopErr = errors.Join(errs...)
+	})
+	return i.stopErr
+}
+
+// Close stops every instance and removes the driver's cgroup.
+func (d *Driver) Close() error {
+	d.mu.Lock()
+	d.closed = true
+	insts := make([]*Instance, 0, len(d.instances))
+	for _, i := range d.instances {
+		insts = append(insts, i)
+	}
+	d.mu.Unlock()
+	var errs []error
+	for _, i := range insts {
+		if err := i.Stop(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := d.cg.cleanup(); err != nil {
+		errs = append(errs, err)
+	}
+	d.cg.teardown()
+	return errors.Join(errs...)
+}
+
+// listenInNetns opens the Runtime API listener inside the network namespace
+// of pid, after bringing its loopback up. The socket stays in that namespace
+// after the thread returns to the host's.
+func listenInNetns(pid int) (net.Listener, error) {
+	target, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", pid))
+	if err != nil {
+		return nil, fmt.Errorf("cannot open instance network namespace: %w", err)
+	}
+	defer target.Close()
+	type result struct {
+		ln  net.Listener
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		self, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{err: fmt.Errorf("cannot open own network namespace: %w", err)}
+			return
+		}
+		defer self.Close()
+		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{err: fmt.Errorf("cannot enter instance network namespace: %w", err)}
+			return
+		}
+		var r result
+		if r.err = loopbackUp(); r.err == nil {
+			r.ln, r.err = net.Listen("tcp", RuntimeAPIAddr)
+		}
+		// If the thread cannot go back it stays locked and dies with this
+		// goroutine instead of serving others from the wrong namespace.
+		if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err == nil {
+			runtime.UnlockOSThread()
+		}
+		ch <- r
+	}()
+	r := <-ch
+	if r.err != nil {
+		return nil, fmt.Errorf("cannot listen for the runtime api: %w", r.err)
+	}
+	return r.ln, nil
+}
+
+// loopbackUp sets "lo" up in the calling thread's network namespace.
+func loopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("cannot read loopback flags: %w", err)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("cannot bring loopback up: %w", err)
+	}
+	return nil
+}

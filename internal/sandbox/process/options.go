@@ -1,0 +1,105 @@
+// Package process is the isolating sandbox driver: each function instance is
+// a process in its own pid, mount, ipc, uts and network namespaces, with a
+// read-only view of the host's system directories, its code read-only at
+// /var/task, a private size-limited /tmp, an unprivileged uid without
+// capabilities, no_new_privs, a seccomp filter, and a cgroup that limits its
+// memory, processes and CPU share.
+//
+// The driver re-executes the current binary (/proc/self/exe) as a short-lived
+// init shim inside the new namespaces; the shim builds the filesystem view,
+// drops privileges and execs the function's runtime, which then runs as pid 1
+// of its pid namespace. Programs that use this driver must call MaybeRunInit
+// first thing in main (tests: in TestMain). See docs/security.md.
+package process
+
+import (
+	"errors"
+	"log/slog"
+)
+
+// Name is the driver's name.
+const Name = "process"
+
+// Defaults of Options.
+const (
+	DefaultUID        = 65534 // nobody
+	DefaultGID        = 65534 // nogroup
+	DefaultPidsMax    = 1024  // Lambda's process/thread limit
+	DefaultTmpMB      = 512   // Lambda's default ephemeral storage
+	DefaultCgroupName = "aloft"
+)
+
+// RuntimeAPIAddr is where the Runtime API listens inside every instance's
+// network namespace (each instance has its own loopback).
+const RuntimeAPIAddr = "127.0.0.1:9001"
+
+// Paths of the code and the runtime directory inside an instance.
+const (
+	TaskRoot    = "/var/task"
+	RuntimeRoot = "/var/runtime"
+)
+
+// ErrOutboundUnsupported is returned by Start for a function with network
+// "outbound": the isolating driver gives instances loopback only.
+var ErrOutboundUnsupported = errors.New("network \"outbound\" is not supported by the process sandbox yet (instances get loopback only)")
+
+// Options configure a Driver. The zero value of every field but StateDir
+// means its default.
+type Options struct {
+	// StateDir is a directory the driver owns (e.g. <data>/sandbox). It holds
+	// only an empty directory that instances use as the mount point of their
+	// private root; it must not be shared with another running driver.
+	StateDir string
+	// CgroupName is the cgroup, below the cgroup of the current process, under
+	// which the driver creates its instances' cgroups. Default "aloft".
+	CgroupName string
+	// UID and GID the function runs as. Default 65534/65534; 0 means default.
+	UID, GID int
+	// PidsMax is the limit of processes and threads per instance. Default 1024.
+	PidsMax int
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+}
+
+func (o Options) withDefaults() Options {
+	if o.CgroupName == "" {
+		o.CgroupName = DefaultCgroupName
+	}
+	if o.UID <= 0 {
+		o.UID = DefaultUID
+	}
+	if o.GID <= 0 {
+		o.GID = DefaultGID
+	}
+	if o.PidsMax <= 0 {
+		o.PidsMax = DefaultPidsMax
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
+}
+
+// cpuWeight returns the CPU share of an instance with memMB of memory, in
+// cgroup v1 cpu.shares units (1024 = one full CPU, which Lambda gives at
+// 1769 MB).
+func cpuShares(memMB int) int {
+	s := memMB * 1024 / 1769
+	if s < 2 {
+		s = 2
+	}
+	return s
+}
+
+// cpuWeightV2 converts cpu.shares to cgroup v2 cpu.weight (the formula runc
+// and systemd use: [2, 262144] → [1, 10000]).
+func cpuWeightV2(shares int) int {
+	w := 1 + ((shares-2)*9999)/262142
+	if w < 1 {
+		w = 1
+	}
+	if w > 10000 {
+		w = 10000
+	}
+	return w
+}
