@@ -370,8 +370,8 @@ func TestNodeErrors(t *testing.T) {
 			} else if !strings.Contains(strings.Join(d.Trace, "\n"), tt.wantTrace) {
 				t.Errorf("got trace %q, want a line containing %q", d.Trace, tt.wantTrace)
 			}
-			if d.StackTrace != nil {
-				t.Errorf("got stackTrace %q, want Node's trace field only", d.StackTrace)
+			if strings.Join(d.StackTrace, "\n") != strings.Join(d.Trace, "\n") {
+				t.Errorf("got stackTrace %q, want the same lines as trace %q", d.StackTrace, d.Trace)
 			}
 			if tt.wantExit {
 				if code := inst.exited(); code == 0 {

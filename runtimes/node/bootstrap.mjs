@@ -244,17 +244,20 @@ function isErrorLike(e) {
 }
 
 // toRapidResponse renders a thrown value as the error document AWS's Node
-// runtime posts: {errorType, errorMessage, trace}.
+// runtime posts, {errorType, errorMessage, trace}, plus the same lines as
+// stackTrace, the field of the Lambda error format every runtime shares.
 function toRapidResponse(error) {
   try {
     if (util.types.isNativeError(error) || isErrorLike(error)) {
+      const trace = typeof error.stack === 'string' ? error.stack.split('\n') : [];
       return {
         errorType: String(error.name),
         errorMessage: String(error.message),
-        trace: typeof error.stack === 'string' ? error.stack.split('\n') : [],
+        trace,
+        stackTrace: trace,
       };
     }
-    return { errorType: typeof error, errorMessage: String(error), trace: [] };
+    return { errorType: typeof error, errorMessage: String(error), trace: [], stackTrace: [] };
   } catch {
     return {
       errorType: 'handled',
