@@ -13,6 +13,7 @@ import (
 
 	"github.com/aloft-dev/aloft/internal/metering"
 	"github.com/aloft-dev/aloft/internal/node"
+	"github.com/aloft-dev/aloft/internal/worker"
 )
 
 func newUpCmd() *cobra.Command {
@@ -33,6 +34,9 @@ func newUpCmd() *cobra.Command {
 			cfg.Logger = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
 			if cfg.Token == "" {
 				cfg.Token = os.Getenv("ALOFT_TOKEN")
+			}
+			if cfg.PoolSize == 0 {
+				cfg.PoolSize = -1 // node.Config's zero value means the default
 			}
 			ctx := cmd.Context()
 			n, err := node.Start(ctx, cfg)
@@ -58,6 +62,10 @@ func newUpCmd() *cobra.Command {
 	f.StringVar(&cfg.DataDir, "data", ".aloft", "data directory (functions, code, logs, usage)")
 	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "HTTP listen address")
 	f.DurationVar(&cfg.KeepAlive, "keep-alive", 10*time.Minute, "how long an idle instance stays warm")
+	f.IntVar(&cfg.PoolSize, "pool-size", worker.DefaultPoolSize, "pre-started Node and Python instances per runtime for cold starts (0 disables)")
+	f.IntVar(&cfg.MemoryMB, "memory", 0, "memory budget for instances, MB (default 80% of RAM)")
+	f.DurationVar(&cfg.QueueTimeout, "queue-timeout", 10*time.Second, "how long an invocation waits for capacity before a 429")
+	f.StringVar(&cfg.KeepAlivePolicy, "keep-alive-policy", "fixed", "fixed | adaptive (idle-time histogram, Shahrad et al. ATC'20)")
 	f.StringVar(&cfg.Isolation, "isolation", "auto", "auto | required | none")
 	f.DurationVar(&cfg.Grace, "grace", 30*time.Second, "how long shutdown waits for in-flight invocations")
 	f.Float64Var(&cfg.Prices.PerGBSecond, "price-gb-second", metering.DefaultPricePerGBSecond, "price per GB-second, USD")

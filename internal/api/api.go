@@ -17,8 +17,10 @@ import (
 	"github.com/aloft-dev/aloft/internal/bundle"
 	"github.com/aloft-dev/aloft/internal/metering"
 	"github.com/aloft-dev/aloft/internal/model"
+	"github.com/aloft-dev/aloft/internal/queue"
 	"github.com/aloft-dev/aloft/internal/sandbox"
 	"github.com/aloft-dev/aloft/internal/store"
+	"github.com/aloft-dev/aloft/internal/triggers"
 	"github.com/aloft-dev/aloft/internal/worker"
 )
 
@@ -27,6 +29,7 @@ type API struct {
 	Store     *store.Store
 	Code      *bundle.Cache
 	Worker    *worker.Worker
+	Queue     *queue.Queue // asynchronous invocations; nil: none
 	Usage     *metering.Aggregator
 	Prices    metering.Prices
 	Isolation sandbox.Isolation
@@ -56,6 +59,7 @@ func (a *API) Register(mux *http.ServeMux, require func(http.Handler) http.Handl
 	route("GET /v1/functions/{name}/logs", a.logs)
 	route("GET /v1/usage", a.usage)
 	route("GET /v1/status", a.status)
+	a.registerDLQ(route)
 	route("/v1/", func(w http.ResponseWriter, r *http.Request) error {
 		return apierr.New(http.StatusNotFound, "ResourceNotFoundException", "no such API: "+r.Method+" "+r.URL.Path)
 	})
@@ -67,15 +71,24 @@ type FunctionView struct {
 	ARN       string        `json:"arn"`
 	URL       string        `json:"url"`
 	Instances worker.Counts `json:"instances"`
+	// Queue is the function's asynchronous queue: depth, age of the
+	// oldest event and dead letters.
+	Queue *queue.Depth `json:"queue,omitempty"`
 }
 
 func (a *API) view(fn *model.Function) FunctionView {
-	return FunctionView{
+	v := FunctionView{
 		Function:  fn,
 		ARN:       model.ARN(a.Region, a.Account, fn.Name),
 		URL:       a.BaseURL + "/fn/" + fn.Name + "/",
 		Instances: a.Worker.Instances(fn.Name),
 	}
+	if a.Queue != nil {
+		if d, err := a.Queue.Depth(context.Background(), fn.Name, time.Now()); err == nil {
+			v.Queue = &d
+		}
+	}
+	return v
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) error {
@@ -134,6 +147,12 @@ func (a *API) deploy(w http.ResponseWriter, r *http.Request) error {
 	}
 	cfg, err = cfg.Normalize()
 	if err != nil {
+		return err
+	}
+	if err := triggers.Validate(cfg.Triggers); err != nil {
+		return err
+	}
+	if err := a.Worker.CheckReservation(cfg); err != nil {
 		return err
 	}
 	info, err := bundle.Validate(code, cfg.Runtime)
@@ -229,7 +248,6 @@ func (a *API) remove(w http.ResponseWriter, r *http.Request) error {
 	if err := a.Store.DeleteFunction(ctx, fn.Name); err != nil {
 		return err
 	}
-	a.Worker.Retire(fn.Name)
 	if !a.codeInUse(fn.CodeSHA256) {
 		if err := a.Store.DeleteCode(ctx, fn.CodeSHA256); err != nil {
 			return err

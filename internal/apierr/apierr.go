@@ -27,9 +27,13 @@ func New(status int, typ, msg string) *Error { return &Error{Status: status, Typ
 // From maps an error to an API error by the sentinel it wraps.
 func From(err error) *Error {
 	var e *Error
+	var throttled *model.ThrottledError
 	switch {
 	case errors.As(err, &e):
 		return e
+	case errors.As(err, &throttled):
+		return &Error{Status: http.StatusTooManyRequests, Type: "TooManyRequestsException",
+			Message: throttled.Error(), Reason: throttled.Reason}
 	case errors.Is(err, model.ErrNotFound):
 		return New(http.StatusNotFound, "ResourceNotFoundException", err.Error())
 	case errors.Is(err, model.ErrInvalid):

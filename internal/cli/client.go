@@ -69,6 +69,9 @@ type Function struct {
 	ARN       string    `json:"arn"`
 	URL       string    `json:"url"`
 	Instances Instances `json:"instances"`
+	// Queue is the function's asynchronous queue (nil from servers
+	// without one).
+	Queue *QueueState `json:"queue,omitempty"`
 }
 
 // Instances counts a function's (or the node's) instances.
@@ -125,7 +128,10 @@ type InvokeOptions struct {
 // InvokeResult is the answer of the Lambda Invoke API.
 type InvokeResult struct {
 	StatusCode int
-	Payload    []byte
+	// RequestID is X-Amzn-RequestId; for an Event invocation (202) it is
+	// all the answer holds.
+	RequestID string
+	Payload   []byte
 	// FunctionError is X-Amz-Function-Error ("Unhandled"), empty on success.
 	FunctionError   string
 	ExecutedVersion string
@@ -275,6 +281,7 @@ func (c *Client) Invoke(ctx context.Context, name string, payload []byte, opts I
 	}
 	res := InvokeResult{
 		StatusCode:      resp.StatusCode,
+		RequestID:       resp.Header.Get("X-Amzn-RequestId"),
 		Payload:         body,
 		FunctionError:   resp.Header.Get("X-Amz-Function-Error"),
 		ExecutedVersion: resp.Header.Get("X-Amz-Executed-Version"),

@@ -17,13 +17,14 @@ import (
 
 func newInvokeCmd() *cobra.Command {
 	var data string
-	var logTail bool
+	var logTail, async bool
 	cmd := &cobra.Command{
-		Use:   "invoke NAME [--data JSON | --data @FILE | --data @-] [--log-tail]",
+		Use:   "invoke NAME [--data JSON | --data @FILE | --data @-] [--log-tail | --async]",
 		Short: "Invoke a function and print its result",
 		Long: "Invoke a function through the Lambda Invoke API and print its result on stdout.\n" +
 			"The event is --data: JSON, @FILE to read a file, @- to read stdin (default {}).\n" +
-			"When the function fails its error is printed on stderr and aloft exits with 1.",
+			"When the function fails its error is printed on stderr and aloft exits with 1.\n" +
+			"With --async the event is queued (an Event invocation) and its request id printed.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			payload, err := readData(data, cmd.InOrStdin())
@@ -33,6 +34,17 @@ func newInvokeCmd() *cobra.Command {
 			client, err := clientFromEnv()
 			if err != nil {
 				return err
+			}
+			if async {
+				if logTail {
+					return errors.New("--log-tail cannot be used with --async")
+				}
+				res, err := client.Invoke(cmd.Context(), args[0], payload, InvokeOptions{InvocationType: "Event"})
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "queued: request id %s\n", res.RequestID)
+				return nil
 			}
 			res, err := client.Invoke(cmd.Context(), args[0], payload, InvokeOptions{LogTail: logTail})
 			if err != nil {
@@ -51,6 +63,7 @@ func newInvokeCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&data, "data", "d", "", "event: JSON, @FILE, or @- for stdin (default {})")
 	cmd.Flags().BoolVar(&logTail, "log-tail", false, "print the end of the invocation's log on stderr")
+	cmd.Flags().BoolVar(&async, "async", false, "queue the event (Event invocation) and print its request id")
 	return cmd
 }
 
@@ -106,10 +119,17 @@ func newLsCmd() *cobra.Command {
 				return err
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tRUNTIME\tMEMORY\tTIMEOUT\tWARM\tBUSY\tLAST MODIFIED\tURL")
+			fmt.Fprintln(tw, "NAME\tRUNTIME\tMEMORY\tTIMEOUT\tWARM\tBUSY\tQUEUED\tOLDEST\tDLQ\tLAST MODIFIED\tURL")
 			for _, fn := range fns {
-				fmt.Fprintf(tw, "%s\t%s\t%d MB\t%d s\t%d\t%d\t%s\t%s\n", fn.Name, fn.Runtime, fn.Memory, fn.Timeout,
-					fn.Instances.Warm, fn.Instances.Busy, fn.LastModified.Local().Format(time.DateTime), fn.URL)
+				queued, oldest, dlq := "-", "-", "-"
+				if q := fn.Queue; q != nil {
+					queued, dlq = strconv.Itoa(q.Depth), strconv.Itoa(q.DeadLetters)
+					if q.Depth > 0 {
+						oldest = formatAge(q.OldestAgeSeconds)
+					}
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%d MB\t%d s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\n", fn.Name, fn.Runtime, fn.Memory, fn.Timeout,
+					fn.Instances.Warm, fn.Instances.Busy, queued, oldest, dlq, fn.LastModified.Local().Format(time.DateTime), fn.URL)
 			}
 			return tw.Flush()
 		},

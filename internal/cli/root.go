@@ -51,6 +51,7 @@ func NewRoot(version string, extra ...*cobra.Command) *cobra.Command {
 		newLogsCmd(),
 		newUsageCmd(),
 		newStatusCmd(),
+		newDLQCmd(),
 	)
 	root.AddCommand(extra...)
 	return root

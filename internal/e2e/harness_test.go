@@ -6,6 +6,7 @@ package e2e_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -295,3 +296,9 @@ func contains(s string, subs ...string) string {
 }
 
 var _ = filepath.Join
+
+// decodeTail returns the decoded X-Amz-Log-Result of a response.
+func decodeTail(r response) (string, error) {
+	b, err := base64.StdEncoding.DecodeString(r.header.Get("X-Amz-Log-Result"))
+	return string(b), err
+}

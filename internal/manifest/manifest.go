@@ -1,9 +1,11 @@
 // Package manifest reads a function's aloft.yaml into a model.Config.
 //
 // The file holds the config keys of docs/api.md (name, runtime, handler,
-// memory, timeout, env, url_auth, ephemeral_storage, network). Unknown keys
-// and badly typed values are errors that name their line. Parsing does not
-// apply defaults or validate values: model.Config.Normalize does that.
+// memory, timeout, env, url_auth, ephemeral_storage, network,
+// maximum_retry_attempts, maximum_event_age, on_success, on_failure,
+// triggers). Unknown keys and badly typed values are errors that name their
+// line. Parsing does not apply defaults or validate values:
+// model.Config.Normalize does that.
 package manifest
 
 import (
@@ -25,7 +27,8 @@ import (
 const FileName = "aloft.yaml"
 
 // knownKeys lists the keys of model.Config, for the unknown-key message.
-const knownKeys = "name, runtime, handler, memory, timeout, env, url_auth, ephemeral_storage, network"
+const knownKeys = "name, runtime, handler, memory, timeout, env, url_auth, ephemeral_storage, network, " +
+	"maximum_retry_attempts, maximum_event_age, on_success, on_failure, triggers"
 
 // Load reads and parses dir/aloft.yaml. A missing file yields an error that
 // wraps fs.ErrNotExist, so callers can treat it as "no manifest".

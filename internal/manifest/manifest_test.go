@@ -41,6 +41,38 @@ network: outbound
 			},
 		},
 		{
+			name: "async settings and triggers",
+			in: `name: jobs
+runtime: go
+maximum_retry_attempts: 0
+maximum_event_age: 3600
+on_success:
+  nats: jobs.done
+on_failure:
+  function: jobs-failed
+triggers:
+  - type: schedule
+    expression: rate(5 minutes)
+  - type: nats
+    subject: orders.>
+    url: nats://10.0.0.5:4222
+    durable: jobs
+`,
+			want: model.Config{
+				Name: "jobs", Runtime: model.RuntimeGo, MaximumRetryAttempts: new(int), MaximumEventAge: 3600,
+				OnSuccess: &model.Destination{NATS: "jobs.done"}, OnFailure: &model.Destination{Function: "jobs-failed"},
+				Triggers: []model.Trigger{
+					{Type: "schedule", Expression: "rate(5 minutes)"},
+					{Type: "nats", Subject: "orders.>", URL: "nats://10.0.0.5:4222", Durable: "jobs"},
+				},
+			},
+		},
+		{
+			name:    "unknown trigger key",
+			in:      "name: jobs\ntriggers:\n  - type: schedule\n    cron: x\n",
+			wantErr: `line 4: unknown key "cron"`,
+		},
+		{
 			name: "minimal file",
 			in:   "name: tiny\nruntime: go\n",
 			want: model.Config{Name: "tiny", Runtime: model.RuntimeGo},

@@ -25,18 +25,20 @@ type Prices struct {
 
 // Totals is the usage of one function, or of all.
 type Totals struct {
-	Function    string  `json:"function,omitempty"`
-	Invocations int64   `json:"invocations"`
-	Errors      int64   `json:"errors"`
-	ColdStarts  int64   `json:"cold_starts"`
-	Throttles   int64   `json:"throttles"`
+	Function    string `json:"function,omitempty"`
+	Invocations int64  `json:"invocations"`
+	Errors      int64  `json:"errors"`
+	ColdStarts  int64  `json:"cold_starts"`
+	Throttles   int64  `json:"throttles"`
+	// Provisioned counts invocations served by provisioned-concurrency instances.
+	Provisioned int64   `json:"provisioned_invocations"`
 	BilledMs    int64   `json:"billed_ms"`
 	GBSeconds   float64 `json:"gb_seconds"`
 	CostUSD     float64 `json:"cost_usd"`
 }
 
 func (t *Totals) add(u *model.Usage) {
-	if u.Outcome == "throttled" {
+	if u.Outcome == model.OutcomeThrottled {
 		t.Throttles++
 		return
 	}
@@ -46,6 +48,9 @@ func (t *Totals) add(u *model.Usage) {
 	}
 	if u.Cold {
 		t.ColdStarts++
+	}
+	if u.Provisioned {
+		t.Provisioned++
 	}
 	t.BilledMs += u.BilledMs
 	t.GBSeconds += u.GBSeconds
@@ -100,6 +105,7 @@ func (a *Aggregator) Report(name string, p Prices) Report {
 		r.Total.Errors += c.Errors
 		r.Total.ColdStarts += c.ColdStarts
 		r.Total.Throttles += c.Throttles
+		r.Total.Provisioned += c.Provisioned
 		r.Total.BilledMs += c.BilledMs
 		r.Total.GBSeconds += c.GBSeconds
 	}

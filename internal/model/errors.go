@@ -22,3 +22,12 @@ func invalidf(format string, args ...any) error {
 
 // Invalidf returns an error wrapping ErrInvalid with a formatted message.
 func Invalidf(format string, args ...any) error { return invalidf(format, args...) }
+
+// ThrottledError is an invocation refused for lack of concurrency or
+// memory: Lambda's TooManyRequestsException with its Reason.
+type ThrottledError struct {
+	Reason string // e.g. ReservedFunctionConcurrentInvocationLimitExceeded
+}
+
+func (e *ThrottledError) Error() string { return "Rate Exceeded." }
+func (e *ThrottledError) Unwrap() error { return ErrTooManyRequests }

@@ -64,6 +64,13 @@ type Config struct {
 	EphemeralStorage int    `json:"ephemeral_storage,omitempty" yaml:"ephemeral_storage"`
 	Network          string `json:"network,omitempty" yaml:"network"`
 
+	// Concurrency, as Lambda's. ReservedConcurrency caps the function's
+	// instances and holds their memory back for it; nil means no
+	// reservation, 0 disables the function. ProvisionedConcurrency instances
+	// are kept initialised at all times.
+	ReservedConcurrency    *int `json:"reserved_concurrency,omitempty" yaml:"reserved_concurrency"`
+	ProvisionedConcurrency int  `json:"provisioned_concurrency,omitempty" yaml:"provisioned_concurrency"`
+
 	// Asynchronous invocation, as Lambda's PutFunctionEventInvokeConfig.
 	// MaximumRetryAttempts is a pointer because 0 (no retries) differs
 	// from unset (DefaultRetryAttempts); Normalize always sets it.
@@ -176,6 +183,9 @@ func (c Config) Normalize() (Config, error) {
 	if size > MaxEnvBytes {
 		return c, invalidf("env variables take %d bytes, more than the %d allowed", size, MaxEnvBytes)
 	}
+	if err := c.checkConcurrency(); err != nil {
+		return c, err
+	}
 	return c.normalizeAsync()
 }
 
@@ -204,4 +214,29 @@ func (c Config) EnvKeys() []string {
 // ARN returns the function's ARN in Lambda's shape.
 func ARN(region, account, name string) string {
 	return fmt.Sprintf("arn:aws:lambda:%s:%s:function:%s", region, account, name)
+}
+
+// MaxConcurrency bounds reserved and provisioned concurrency per function.
+const MaxConcurrency = 1000
+
+func (c Config) checkConcurrency() error {
+	if r := c.ReservedConcurrency; r != nil && (*r < 0 || *r > MaxConcurrency) {
+		return invalidf("reserved_concurrency %d is outside 0-%d", *r, MaxConcurrency)
+	}
+	p := c.ProvisionedConcurrency
+	if p < 0 || p > MaxConcurrency {
+		return invalidf("provisioned_concurrency %d is outside 0-%d", p, MaxConcurrency)
+	}
+	if r := c.ReservedConcurrency; r != nil && p > *r {
+		return invalidf("provisioned_concurrency %d is more than reserved_concurrency %d", p, *r)
+	}
+	return nil
+}
+
+// Reserved returns the reserved concurrency, or -1 when there is none.
+func (c Config) Reserved() int {
+	if c.ReservedConcurrency == nil {
+		return -1
+	}
+	return *c.ReservedConcurrency
 }

@@ -33,6 +33,11 @@ type Usage struct {
 	Cold           bool      `json:"cold"`
 	InitDurationMs float64   `json:"init_duration_ms,omitempty"`
 	Outcome        string    `json:"outcome"` // success, error, timeout, crash, oom, throttled
+	// Provisioned: served by a provisioned-concurrency instance.
+	Provisioned bool `json:"provisioned,omitempty"`
+	// Pooled: a cold start served by a pre-started interpreter; its
+	// InitDurationMs runs from specialisation to the runtime's first /next.
+	Pooled bool `json:"pooled,omitempty"`
 	// Attempt numbers the tries of an asynchronous invocation (1 = first);
 	// 0 means a synchronous one.
 	Attempt int `json:"attempt,omitempty"`
@@ -40,11 +45,12 @@ type Usage struct {
 
 // Outcomes of an invocation, as recorded in Usage.Outcome.
 const (
-	OutcomeSuccess = "success"
-	OutcomeError   = "error"   // the function returned an error
-	OutcomeTimeout = "timeout" // killed at its deadline
-	OutcomeCrash   = "crash"   // the runtime exited or failed to init
-	OutcomeOOM     = "oom"
+	OutcomeSuccess   = "success"
+	OutcomeError     = "error"   // the function returned an error
+	OutcomeTimeout   = "timeout" // killed at its deadline
+	OutcomeCrash     = "crash"   // the runtime exited or failed to init
+	OutcomeOOM       = "oom"
+	OutcomeThrottled = "throttled" // refused for lack of concurrency or memory; not billed
 )
 
 // GBSeconds is the billed compute of one invocation.

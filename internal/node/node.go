@@ -14,16 +14,22 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/aloft-dev/aloft/internal/api"
 	"github.com/aloft-dev/aloft/internal/bundle"
 	"github.com/aloft-dev/aloft/internal/gateway"
 	"github.com/aloft-dev/aloft/internal/metering"
 	"github.com/aloft-dev/aloft/internal/model"
+	"github.com/aloft-dev/aloft/internal/queue"
 	"github.com/aloft-dev/aloft/internal/sandbox"
+	"github.com/aloft-dev/aloft/internal/scheduler"
 	"github.com/aloft-dev/aloft/internal/store"
+	"github.com/aloft-dev/aloft/internal/triggers"
 	"github.com/aloft-dev/aloft/internal/worker"
 	"github.com/aloft-dev/aloft/runtimes"
 )
@@ -35,16 +41,34 @@ type Config struct {
 	Listen    string        // HTTP address (default 127.0.0.1:8080; port 0 picks one)
 	Token     string        // admin token (default: read or create DataDir/token)
 	KeepAlive time.Duration // idle instance lifetime (default 10m)
+	// PoolSize is how many pre-started Node and Python instances the worker
+	// keeps per runtime for cold starts (default worker.DefaultPoolSize;
+	// negative disables the pools).
+	PoolSize int
 	// Isolation is "auto" (isolate when the host can, else warn and run
 	// plain processes), "required" (refuse to start without isolation) or
 	// "none" (plain processes).
 	Isolation string
 	Grace     time.Duration // drain time for in-flight invocations on shutdown (default 30s)
 	Prices    metering.Prices
+	// MemoryMB is the memory budget for instances (default 80% of RAM).
+	MemoryMB int
+	// QueueTimeout bounds the wait for capacity before a 429 (default 10s).
+	QueueTimeout time.Duration
+	// KeepAlivePolicy is "fixed" (default) or "adaptive".
+	KeepAlivePolicy string
 	// NATSListen opens a TCP listener on the embedded NATS server ("" = none).
 	NATSListen string
 	Version    string
 	Logger     *slog.Logger
+
+	// Asynchronous invocation and triggers; zero values mean Lambda's
+	// behaviour. Tests shorten the waits.
+	AsyncConcurrency  int           // events of one function run at once per node (queue.DefaultConcurrency)
+	AsyncMaxPayload   int           // bytes of an Event invocation (model.MaxAsyncPayload)
+	AsyncRetryBackoff time.Duration // wait before the first retry; doubles for the second (1m)
+	AsyncThrottleWait time.Duration // wait before a throttled event is tried again (1s)
+	ScheduleMinute    time.Duration // length of a minute in rate() schedules (1m)
 }
 
 // Node is a running all-in-one node.
@@ -54,6 +78,8 @@ type Node struct {
 	nats     *store.Embedded
 	store    *store.Store
 	worker   *worker.Worker
+	queue    *queue.Queue
+	triggers *triggers.Manager
 	usage    *metering.Aggregator
 	http     *http.Server
 	ln       net.Listener
@@ -69,6 +95,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	if cfg.Listen == "" {
 		cfg.Listen = "127.0.0.1:8080"
+	}
+	if cfg.MemoryMB == 0 {
+		cfg.MemoryMB = defaultMemoryMB()
 	}
 	if cfg.Grace == 0 {
 		cfg.Grace = 30 * time.Second
@@ -117,13 +146,29 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("cannot replay usage records: %w", err)
 	}
 	code := &bundle.Cache{Dir: filepath.Join(dataDir, "code"), Fetch: n.store.Code}
+	policy, err := keepAlivePolicy(cfg)
+	if err != nil {
+		return nil, err
+	}
 	n.worker = &worker.Worker{
 		Driver: n.driver, Code: code, Sink: n, RuntimeDir: runtimeDir,
-		KeepAlive: cfg.KeepAlive, Logger: n.log.With("component", "worker"),
+		KeepAlive: cfg.KeepAlive, KeepAlivePolicy: policy, MemoryMB: cfg.MemoryMB,
+		QueueTimeout: cfg.QueueTimeout, Logger: n.log.With("component", "worker"),
+		PoolSize: max(cfg.PoolSize, 0), PoolDir: filepath.Join(dataDir, "pool"),
+	}
+	if cfg.PoolSize == 0 {
+		n.worker.PoolSize = worker.DefaultPoolSize
 	}
 	n.worker.Start()
-	// A redeploy or delete, from this node or another, retires old instances.
-	n.store.OnChange(func(name string, _ *model.Function) { n.worker.Retire(name) })
+	// A deploy or delete, from this node or another, retires old instances
+	// and keeps provisioned concurrency.
+	n.store.OnChange(n.worker.Sync)
+	for _, fn := range n.store.Functions() {
+		n.worker.Sync(fn.Name, fn)
+	}
+	if err := n.startAsync(ctx); err != nil {
+		return nil, err
+	}
 
 	if n.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("cannot listen on %s: %w", cfg.Listen, err)
@@ -135,11 +180,11 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		w.Write([]byte(`{"status":"ok"}`))
 	})
 	(&gateway.Gateway{
-		Functions: n.store, Invoker: n.worker, Auth: auth,
+		Functions: n.store, Invoker: n.worker, Enqueuer: n.queue, Auth: auth,
 		Region: model.DefaultRegion, Account: model.DefaultAccountID,
 	}).Register(mux)
 	(&api.API{
-		Store: n.store, Code: code, Worker: n.worker, Usage: n.usage, Prices: cfg.Prices,
+		Store: n.store, Code: code, Worker: n.worker, Queue: n.queue, Usage: n.usage, Prices: cfg.Prices,
 		Isolation: n.driver.Isolation(), Driver: n.driver.Name(), DataDir: dataDir,
 		Version: cfg.Version, Region: model.DefaultRegion, Account: model.DefaultAccountID,
 		BaseURL: "http://" + n.ln.Addr().String(),
@@ -165,6 +210,10 @@ func (n *Node) TokenMessage() string { return n.tokenMsg }
 // Isolation is the isolation in force.
 func (n *Node) Isolation() sandbox.Isolation { return n.driver.Isolation() }
 
+// PoolCounts reports the worker's pools of pre-started instances by runtime:
+// Warm are ready, Busy are starting.
+func (n *Node) PoolCounts() map[model.Runtime]worker.Counts { return n.worker.PoolCounts() }
+
 // DataDir is the absolute data directory.
 func (n *Node) DataDir() string { return n.cfg.DataDir }
 
@@ -177,6 +226,9 @@ func (n *Node) Log(function string, text []byte) {
 
 // Usage implements worker.Sink.
 func (n *Node) Usage(u *model.Usage) {
+	if n.queue != nil {
+		n.queue.Annotate(u)
+	}
 	n.usage.Add(u)
 	if err := n.store.AppendUsage(u); err != nil {
 		n.log.Warn("cannot store usage", "function", u.Function, "err", err)
@@ -192,6 +244,12 @@ func (n *Node) Close() error {
 	var errs []error
 	// New requests get refused at once; in-flight ones keep their connections.
 	go n.http.Shutdown(ctx)
+	// Pollers stop taking events and finish the running ones before the
+	// worker goes; unfinished events stay in the stream.
+	n.triggers.Close()
+	if err := n.queue.Close(ctx); err != nil {
+		errs = append(errs, err)
+	}
 	if err := n.worker.Close(ctx); err != nil {
 		errs = append(errs, err)
 	}
@@ -207,6 +265,12 @@ func (n *Node) Close() error {
 
 // closeAll releases what Start acquired, in reverse order.
 func (n *Node) closeAll() {
+	if n.triggers != nil {
+		n.triggers.Close()
+	}
+	if n.queue != nil {
+		n.queue.Close(context.Background())
+	}
 	if n.ln != nil && n.http == nil {
 		n.ln.Close()
 	}
@@ -242,4 +306,67 @@ func loadToken(dataDir, token string) (string, string, error) {
 		return "", "", fmt.Errorf("cannot write the admin token: %w", err)
 	}
 	return t, "admin token created: " + path + " (the CLI reads it from there, or set ALOFT_TOKEN)", nil
+}
+
+// startAsync opens the async queue and the triggers, and keeps each
+// function's pollers and triggers in step with its config.
+func (n *Node) startAsync(ctx context.Context) error {
+	n.queue = &queue.Queue{
+		JS: n.store.JetStream(), Conn: n.nats.Conn, Functions: n.store, Invoker: n.worker, Sink: n,
+		Logger: n.log.With("component", "queue"), MaxPayload: n.cfg.AsyncMaxPayload,
+		Concurrency: n.cfg.AsyncConcurrency, RetryBackoff: n.cfg.AsyncRetryBackoff,
+		ThrottleDelay: n.cfg.AsyncThrottleWait,
+	}
+	if err := n.queue.Open(ctx); err != nil {
+		return err
+	}
+	n.triggers = &triggers.Manager{
+		Conn: n.nats.Conn, JS: n.store.JetStream(), Publisher: n.queue,
+		Logger: n.log.With("component", "triggers"), Minute: n.cfg.ScheduleMinute,
+	}
+	if err := n.triggers.Open(ctx); err != nil {
+		return err
+	}
+	sync := func(name string, fn *model.Function) {
+		if err := n.queue.Sync(context.Background(), name, fn); err != nil {
+			n.log.Warn("cannot poll the function's events", "function", name, "err", err)
+		}
+		n.triggers.Sync(name, fn)
+	}
+	n.store.OnChange(sync)
+	for _, fn := range n.store.Functions() {
+		sync(fn.Name, fn)
+	}
+	return nil
+}
+
+// NATS is the connection to the node's embedded NATS server.
+func (n *Node) NATS() *nats.Conn { return n.nats.Conn }
+
+// keepAlivePolicy returns the configured keep-alive policy.
+func keepAlivePolicy(cfg Config) (scheduler.KeepAlivePolicy, error) {
+	switch cfg.KeepAlivePolicy {
+	case "", "fixed":
+		return scheduler.FixedKeepAlive{KeepAlive: cfg.KeepAlive}, nil
+	case "adaptive":
+		return scheduler.HybridHistogram{Fallback: scheduler.Windows{KeepAlive: cfg.KeepAlive}}, nil
+	default:
+		return nil, fmt.Errorf("keep-alive policy %q is not one of fixed, adaptive", cfg.KeepAlivePolicy)
+	}
+}
+
+// defaultMemoryMB is 80% of the machine's memory, or 4 GB when it cannot
+// be read.
+func defaultMemoryMB() int {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemTotal:" {
+				if kb, err := strconv.Atoi(f[1]); err == nil {
+					return kb / 1024 * 8 / 10
+				}
+			}
+		}
+	}
+	return 4096
 }

@@ -6,6 +6,11 @@
 // instance picks the invocation up with GET /runtime/invocation/next and
 // answers it with POST …/{id}/response or …/{id}/error. One invocation is in
 // flight at a time, as in Lambda.
+//
+// Aloft adds one endpoint for pre-started (pooled) instances: a runtime
+// started in pool mode calls GET /2018-06-01/runtime/aloft/specialize, which
+// blocks until the worker assigns the instance a function with Specialize,
+// and answers {"env": {...}}, the function's whole environment.
 package runtimeapi
 
 import (
@@ -74,6 +79,11 @@ type Server struct {
 	initError *Result         // posted to /runtime/init/error
 	initDone  chan struct{}   // closed when initError is set
 	initOnce  sync.Once
+
+	specialize  chan map[string]string // capacity 1; the environment Specialize hands over
+	poolReady   chan struct{}          // closed on the first GET aloft/specialize
+	poolOnce    sync.Once
+	specialized bool // guarded by mu
 }
 
 type call struct {
@@ -89,7 +99,32 @@ func New() *Server {
 		closed:   make(chan struct{}),
 		answered: make(map[string]bool),
 		initDone: make(chan struct{}),
+
+		specialize: make(chan map[string]string, 1),
+		poolReady:  make(chan struct{}),
 	}
+}
+
+// PoolReady is closed when a runtime started in pool mode first asks to be
+// specialised: it has initialised everything that does not depend on a
+// function and waits for one.
+func (s *Server) PoolReady() <-chan struct{} { return s.poolReady }
+
+// ErrSpecialized is returned by Specialize on its second call.
+var ErrSpecialized = errors.New("instance already specialised")
+
+// Specialize hands env, the environment of the function the instance now
+// runs, to the runtime's GET aloft/specialize: at once when the runtime
+// waits there, otherwise when it asks. It may be called once.
+func (s *Server) Specialize(env map[string]string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.specialized {
+		return ErrSpecialized
+	}
+	s.specialized = true
+	s.specialize <- env // capacity 1, never sent before: does not block
+	return nil
 }
 
 // Ready is closed when the runtime first asks for an invocation, which ends
@@ -165,6 +200,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		s.next(w, r)
+	case path == "aloft/specialize":
+		if r.Method != http.MethodGet {
+			writeError(w, http.StatusMethodNotAllowed, "MethodNotAllowed", "use GET")
+			return
+		}
+		s.awaitSpecialize(w, r)
 	case path == "init/error":
 		if r.Method != http.MethodPost {
 			writeError(w, http.StatusMethodNotAllowed, "MethodNotAllowed", "use POST")
@@ -218,6 +259,29 @@ func (s *Server) next(w http.ResponseWriter, r *http.Request) {
 	h["Content-Length"] = []string{strconv.Itoa(len(inv.Payload))}
 	w.WriteHeader(http.StatusOK)
 	w.Write(inv.Payload)
+}
+
+// awaitSpecialize blocks a pooled runtime until Specialize gives it a
+// function's environment.
+func (s *Server) awaitSpecialize(w http.ResponseWriter, r *http.Request) {
+	s.poolOnce.Do(func() { close(s.poolReady) })
+	var env map[string]string
+	select {
+	case env = <-s.specialize:
+	case <-s.closed:
+		writeError(w, http.StatusInternalServerError, "ContainerError", "instance is shutting down")
+		return
+	case <-r.Context().Done():
+		return
+	}
+	b, err := json.Marshal(struct {
+		Env map[string]string `json:"env"`
+	}{env})
+	if err != nil { // cannot happen with string maps
+		writeError(w, http.StatusInternalServerError, "ServiceException", err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, b)
 }
 
 func (s *Server) postResult(w http.ResponseWriter, r *http.Request, id string, isError bool) {

@@ -109,3 +109,12 @@ type Isolation struct {
 	Enabled []string `json:"enabled,omitempty"` // protections in force
 	Missing []string `json:"missing,omitempty"` // protections the host cannot give
 }
+
+// Resizer is implemented by instances whose memory limit can change while
+// they run. The worker starts pre-warmed (pooled) instances with a small
+// limit and resizes them to their function's memory when it assigns one.
+type Resizer interface {
+	// SetMemoryLimit sets the instance's memory limit to mb megabytes (and
+	// whatever the driver derives from it, such as a CPU share).
+	SetMemoryLimit(mb int) error
+}

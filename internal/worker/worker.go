@@ -21,6 +21,7 @@ import (
 	"github.com/aloft-dev/aloft/internal/model"
 	"github.com/aloft-dev/aloft/internal/runtimeapi"
 	"github.com/aloft-dev/aloft/internal/sandbox"
+	"github.com/aloft-dev/aloft/internal/scheduler"
 	"github.com/aloft-dev/aloft/runtimes"
 )
 
@@ -88,34 +89,81 @@ type Worker struct {
 	// LogLimit caps the function output kept per invocation (DefaultLogLimit).
 	LogLimit        int
 	Region, Account string
+	// PoolSize is how many pre-started Node and Python instances the worker
+	// keeps per runtime for cold starts (pool.go); 0 disables the pools.
+	PoolSize int
+	// PoolDir is a directory the worker owns for the code directories of
+	// pooled instances, best on the code cache's filesystem so that code is
+	// hard-linked, not copied (default: a new temporary directory).
+	PoolDir string
+	interp  interpPools
+	// MemoryMB is the node's memory budget for instances; each instance
+	// reserves its function's memory. 0 means no limit.
+	MemoryMB int
+	// QueueTimeout bounds how long an invocation waits for capacity before
+	// it is throttled (DefaultQueueTimeout).
+	QueueTimeout time.Duration
+	// KeepAlivePolicy decides how long idle instances stay loaded and when
+	// to pre-warm (default: fixed KeepAlive).
+	KeepAlivePolicy scheduler.KeepAlivePolicy
 
 	mu       sync.Mutex
-	pools    map[string]*pool
+	fns      map[string]*fnState
+	changed  chan struct{} // closed and replaced when capacity may have freed up
 	closing  bool
 	inflight sync.WaitGroup
 	stop     chan struct{}
+	kick     chan struct{} // asks the reaper for an early pass
 	reaped   chan struct{}
+}
+
+// DefaultQueueTimeout is how long an invocation waits for capacity.
+const DefaultQueueTimeout = 10 * time.Second
+
+// fnState is the worker's state of one function, under Worker.mu.
+type fnState struct {
+	name      string
+	fn        *model.Function // the latest config seen
+	pool      *pool           // instances of the current revision
+	instances int             // live instances of every revision, starting ones included
+	usedMB    int             // memory they reserve
+
+	// Keep-alive policy state (see scheduler.KeepAlivePolicy).
+	hist       scheduler.IdleHistogram
+	lastEnd    time.Time
+	inFlight   int
+	windows    scheduler.Windows
+	prewarming bool
+	// provStarting counts provisioned instances being started.
+	provStarting int
 }
 
 // pool holds the instances of one function revision.
 type pool struct {
-	revision string
-	idle     []*instance // most recently used last
-	busy     int
-	starting int
+	revision    string
+	idle        []*instance // most recently used last
+	busy        int
+	starting    int
+	provisioned int // provisioned instances, idle or busy
 }
 
 type instance struct {
-	id       string
-	revision string
-	sb       sandbox.Instance
-	api      *runtimeapi.Server
-	logs     *logBuffer
-	started  time.Time
-	lastUsed time.Time
+	id          string
+	st          *fnState
+	revision    string
+	memoryMB    int
+	provisioned bool
+	sb          sandbox.Instance
+	api         *runtimeapi.Server
+	logs        *logBuffer
+	started     time.Time
+	lastUsed    time.Time
+	idleSince   time.Time
+	windows     scheduler.Windows // keep-alive windows while idle
 	// initDur is set after the first invocation found the runtime ready.
 	initDur time.Duration
-	used    bool
+	dropped bool // removed from the accounting
+	pooled  bool // a pre-started instance, specialised for its function
 }
 
 // Start begins the keep-alive reaper.
@@ -138,10 +186,19 @@ func (w *Worker) Start() {
 	if w.Logger == nil {
 		w.Logger = slog.New(slog.DiscardHandler)
 	}
-	w.pools = make(map[string]*pool)
+	if w.QueueTimeout == 0 {
+		w.QueueTimeout = DefaultQueueTimeout
+	}
+	if w.KeepAlivePolicy == nil {
+		w.KeepAlivePolicy = scheduler.FixedKeepAlive{KeepAlive: w.KeepAlive}
+	}
+	w.fns = make(map[string]*fnState)
+	w.changed = make(chan struct{})
 	w.stop = make(chan struct{})
+	w.kick = make(chan struct{}, 1)
 	w.reaped = make(chan struct{})
 	go w.reap()
+	w.startPools()
 }
 
 func revisionOf(fn *model.Function) string {
@@ -169,9 +226,16 @@ func (w *Worker) Invoke(ctx context.Context, fn *model.Function, req *Request) (
 	if req.TraceID == "" {
 		req.TraceID = newTraceID()
 	}
+	w.begin(fn)
 	inst, cold, err := w.acquire(ctx, fn)
 	if err != nil {
-		if errors.Is(err, model.ErrShuttingDown) {
+		w.end(fn.Name, nil, false)
+		var throttled *model.ThrottledError
+		if errors.As(err, &throttled) && w.Sink != nil {
+			w.Sink.Usage(&model.Usage{Time: time.Now().UTC(), Function: fn.Name, RequestID: req.RequestID,
+				MemoryMB: fn.Memory, Outcome: model.OutcomeThrottled})
+		}
+		if errors.Is(err, model.ErrShuttingDown) || throttled != nil {
 			return nil, err
 		}
 		var start *startError
@@ -184,8 +248,9 @@ func (w *Worker) Invoke(ctx context.Context, fn *model.Function, req *Request) (
 		return nil, err
 	}
 	res := w.run(ctx, fn, req, inst, cold)
-	w.release(fn, inst, res.keep)
-	return w.finish(fn, req, inst, res, res.begin, cold), nil
+	resp := w.finish(fn, req, inst, res, res.begin, cold)
+	w.end(fn.Name, inst, res.keep)
+	return resp, nil
 }
 
 // outcome is what running an invocation on an instance produced.
@@ -330,6 +395,8 @@ func (w *Worker) finish(fn *model.Function, req *Request, inst *instance, o outc
 		DurationMs: float64(o.duration) / float64(time.Millisecond), BilledMs: billed,
 		MemoryMB: fn.Memory, MaxMemoryMB: maxMem, GBSeconds: model.GBSeconds(billed, fn.Memory),
 		Cold: cold, InitDurationMs: float64(initDur) / float64(time.Millisecond), Outcome: o.usage,
+		Provisioned: inst != nil && inst.provisioned,
+		Pooled:      cold && inst != nil && inst.pooled,
 	}
 	resp.Usage = u
 
@@ -364,49 +431,10 @@ type startError struct{ err error }
 func (e *startError) Error() string { return e.err.Error() }
 func (e *startError) Unwrap() error { return e.err }
 
-// acquire returns an idle warm instance of fn, or starts a new one.
-func (w *Worker) acquire(ctx context.Context, fn *model.Function) (*instance, bool, error) {
-	rev := revisionOf(fn)
-	w.mu.Lock()
-	if w.closing {
-		w.mu.Unlock()
-		return nil, false, model.ErrShuttingDown
-	}
-	p := w.pools[fn.Name]
-	if p == nil || p.revision != rev {
-		if p != nil {
-			w.retireLocked(fn.Name)
-		}
-		p = &pool{revision: rev}
-		w.pools[fn.Name] = p
-	}
-	for len(p.idle) > 0 {
-		inst := p.idle[len(p.idle)-1]
-		p.idle = p.idle[:len(p.idle)-1]
-		select {
-		case <-inst.sb.Done(): // died while idle
-			continue
-		default:
-		}
-		p.busy++
-		w.mu.Unlock()
-		return inst, false, nil
-	}
-	p.starting++
-	w.mu.Unlock()
-
-	inst, err := w.startInstance(ctx, fn, rev)
-
-	w.mu.Lock()
-	p.starting--
-	if err == nil {
-		p.busy++
-	}
-	w.mu.Unlock()
-	return inst, true, err
-}
-
 func (w *Worker) startInstance(ctx context.Context, fn *model.Function, rev string) (*instance, error) {
+	if inst, ok := w.takePooled(ctx, fn, rev); ok {
+		return inst, nil
+	}
 	codeDir, err := w.Code.CodeDir(ctx, fn)
 	if err != nil {
 		return nil, fmt.Errorf("cannot prepare the code of %s: %w", fn.Name, err)
@@ -437,7 +465,7 @@ func (w *Worker) startInstance(ctx context.Context, fn *model.Function, rev stri
 	if err != nil {
 		return nil, &startError{err}
 	}
-	inst := &instance{id: id, revision: rev, sb: sb, api: api, logs: logs, started: started}
+	inst := &instance{id: id, revision: rev, memoryMB: fn.Memory, sb: sb, api: api, logs: logs, started: started}
 	go func() {
 		<-sb.Done()
 		api.Close() // ends a pending Invoke with ErrClosed
@@ -472,121 +500,6 @@ func (w *Worker) environment(fn *model.Function, id, taskRoot, runtimeRoot strin
 		env = append(env, k+"="+fn.Env[k])
 	}
 	return env
-}
-
-// release returns inst to its pool, or stops it when it cannot serve again
-// or belongs to a retired revision.
-func (w *Worker) release(fn *model.Function, inst *instance, keep bool) {
-	w.mu.Lock()
-	p := w.pools[fn.Name]
-	if p != nil && p.revision == inst.revision {
-		p.busy--
-		if keep && !w.closing {
-			inst.lastUsed = time.Now()
-			p.idle = append(p.idle, inst)
-			w.mu.Unlock()
-			return
-		}
-	}
-	w.mu.Unlock()
-	go inst.sb.Stop()
-}
-
-// Retire stops the idle instances of a function that was updated or
-// deleted; busy ones stop when their invocation ends.
-func (w *Worker) Retire(name string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.retireLocked(name)
-}
-
-func (w *Worker) retireLocked(name string) {
-	p := w.pools[name]
-	if p == nil {
-		return
-	}
-	for _, inst := range p.idle {
-		go inst.sb.Stop()
-	}
-	delete(w.pools, name)
-}
-
-// reap stops instances idle for longer than the keep-alive.
-func (w *Worker) reap() {
-	defer close(w.reaped)
-	every := min(w.KeepAlive/4, time.Second)
-	t := time.NewTicker(max(every, 10*time.Millisecond))
-	defer t.Stop()
-	for {
-		select {
-		case <-w.stop:
-			return
-		case now := <-t.C:
-			w.mu.Lock()
-			for _, p := range w.pools {
-				kept := p.idle[:0]
-				for _, inst := range p.idle {
-					if now.Sub(inst.lastUsed) >= w.KeepAlive {
-						go inst.sb.Stop()
-						continue
-					}
-					kept = append(kept, inst)
-				}
-				clear(p.idle[len(kept):])
-				p.idle = kept
-			}
-			w.mu.Unlock()
-		}
-	}
-}
-
-// Counts is how many instances a function has.
-type Counts struct {
-	Warm int `json:"warm"` // idle and ready
-	Busy int `json:"busy"` // running an invocation or starting
-}
-
-// Instances reports the instance counts of one function.
-func (w *Worker) Instances(name string) Counts {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	p := w.pools[name]
-	if p == nil {
-		return Counts{}
-	}
-	return Counts{Warm: len(p.idle), Busy: p.busy + p.starting}
-}
-
-// Close stops taking invocations, waits for those in flight until ctx ends,
-// then stops every instance.
-func (w *Worker) Close(ctx context.Context) error {
-	w.mu.Lock()
-	if w.closing {
-		w.mu.Unlock()
-		return nil
-	}
-	w.closing = true
-	w.mu.Unlock()
-	close(w.stop)
-	<-w.reaped
-
-	drained := make(chan struct{})
-	go func() { w.inflight.Wait(); close(drained) }()
-	var err error
-	select {
-	case <-drained:
-	case <-ctx.Done():
-		err = fmt.Errorf("cannot drain in-flight invocations: %w", ctx.Err())
-	}
-	w.mu.Lock()
-	for name := range w.pools {
-		w.retireLocked(name)
-	}
-	w.mu.Unlock()
-	if cerr := w.Driver.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // NewRequestID returns a random UUID (version 4), Lambda's request id format.

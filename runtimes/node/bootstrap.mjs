@@ -6,6 +6,11 @@
 // Environment: AWS_LAMBDA_RUNTIME_API (host:port), _HANDLER ("dir/file.export"),
 // LAMBDA_TASK_ROOT (the code directory) and the AWS_LAMBDA_* function facts.
 //
+// Pool mode (ALOFT_POOL=1, no function yet): the bootstrap loads everything
+// that does not depend on the function, then waits on Aloft's
+// GET /runtime/aloft/specialize for the function's environment, applies it
+// to process.env and goes on as if started with it.
+//
 // Callback handlers: as on AWS, callback(null, result) sends the response
 // once the event loop is empty unless context.callbackWaitsForEmptyEventLoop
 // is false; callback(err) sends the error at once. A non-async handler that
@@ -528,6 +533,22 @@ async function reportInitError(err) {
   await post(`${API_PREFIX}/init/error`, JSON.stringify(doc), doc.errorType);
 }
 
+// ---- pool mode ----
+
+// specialize waits until the worker assigns this pre-started instance a
+// function and applies the function's environment.
+async function specialize() {
+  // Warm what loading a handler uses: the CommonJS loader and JSON parsing.
+  createRequire(import.meta.url)('node:events');
+  const res = await request('GET', `${API_PREFIX}/aloft/specialize`);
+  if (res.status !== 200) {
+    throw new Error(`GET aloft/specialize: status ${res.status}: ${res.body.toString()}`);
+  }
+  const { env: fnEnv } = JSON.parse(res.body.toString());
+  delete env.ALOFT_POOL;
+  for (const [k, v] of Object.entries(fnEnv || {})) env[k] = v;
+}
+
 // ---- main ----
 
 async function main() {
@@ -547,6 +568,8 @@ async function main() {
     beforeExitHook = null;
     if (hook) hook();
   });
+
+  if (env.ALOFT_POOL === '1') await specialize();
 
   const taskRoot = env.LAMBDA_TASK_ROOT || process.cwd();
   process.chdir(taskRoot);

@@ -8,6 +8,13 @@ only.
 Environment: AWS_LAMBDA_RUNTIME_API (host:port), _HANDLER ("pkg.module.fn"),
 LAMBDA_TASK_ROOT (the code directory) and the AWS_LAMBDA_* function facts.
 
+Pool mode (ALOFT_POOL=1, no function yet): the bootstrap imports what does not
+depend on the function, then waits on Aloft's GET /runtime/aloft/specialize
+for the function's environment, applies it to os.environ and goes on as if
+started with it. The task root joins sys.path only then, and the import
+system's directory caches are dropped, so the code linked into it meanwhile
+is found.
+
 The Runtime API is spoken over one persistent socket with a minimal HTTP/1.1
 client rather than http.client, whose import (email.parser and friends) would
 add about 15 ms to every cold start; the server is always Aloft's runtimeapi
@@ -159,6 +166,13 @@ class RuntimeClient:
         if status != 200:
             raise ConnectionError("GET invocation/next: status %d: %r" % (status, body))
         return hdrs, body
+
+    def specialize(self):
+        """Waits for the function this pooled instance is given; returns its environment."""
+        status, _, body = self.request("GET", API_PREFIX + "/aloft/specialize")
+        if status != 200:
+            raise ConnectionError("GET aloft/specialize: status %d: %r" % (status, body))
+        return json.loads(body).get("env") or {}
 
     def post(self, path, body, error_type=None):
         headers = [("Content-Type", "application/json")]
@@ -448,6 +462,17 @@ def _flush():
             pass
 
 
+def specialize(client):
+    """Applies the environment of the function this pooled instance is given."""
+    env = client.specialize()
+    tz = os.environ.get("TZ")
+    os.environ.pop("ALOFT_POOL", None)
+    os.environ.update(env)
+    if os.environ.get("TZ") != tz:
+        time.tzset()
+    importlib.invalidate_caches()
+
+
 def main():
     for f in (sys.stdout, sys.stderr):
         try:
@@ -455,6 +480,8 @@ def main():
         except Exception:
             pass
     client = RuntimeClient(os.environ["AWS_LAMBDA_RUNTIME_API"])
+    if os.environ.get("ALOFT_POOL") == "1":
+        specialize(client)
 
     task_root = os.environ.get("LAMBDA_TASK_ROOT") or os.getcwd()
     # The script's own directory is sys.path[0]; the task root replaces it so

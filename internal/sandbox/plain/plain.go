@@ -143,6 +143,19 @@ type instance struct {
 
 func (i *instance) Done() <-chan struct{} { return i.done }
 
+var _ sandbox.Resizer = (*instance)(nil)
+
+// SetMemoryLimit changes the limit the RSS watchdog enforces.
+func (i *instance) SetMemoryLimit(mb int) error {
+	if mb <= 0 {
+		return fmt.Errorf("cannot set memory limit: %d MB", mb)
+	}
+	i.mu.Lock()
+	i.limit = int64(mb) << 20
+	i.mu.Unlock()
+	return nil
+}
+
 func (i *instance) ExitStatus() sandbox.ExitStatus {
 	i.mu.Lock()
 	defer i.mu.Unlock()

@@ -318,6 +318,44 @@ func (c *cgroups) create(id string, memMB, pidsMax int) (*instanceCgroup, error)
 	return g, nil
 }
 
+// resize changes the memory limit and the CPU weight that follows from it.
+// On v1 the memory+swap limit may never be below the memory limit, so the
+// order of the two writes depends on the direction.
+func (g *instanceCgroup) resize(memMB int) error {
+	mem := strconv.FormatInt(int64(memMB)<<20, 10)
+	shares := cpuShares(memMB)
+	var files [][2]string
+	if g.v2 {
+		files = [][2]string{
+			{filepath.Join(g.memory, "memory.max"), mem},
+			{filepath.Join(g.cpu, "cpu.weight"), strconv.Itoa(cpuWeightV2(shares))},
+		}
+	} else {
+		limit := filepath.Join(g.memory, "memory.limit_in_bytes")
+		memsw := filepath.Join(g.memory, "memory.memsw.limit_in_bytes")
+		cur, err := readInt(limit)
+		if err != nil {
+			return fmt.Errorf("cannot read memory limit: %w", err)
+		}
+		if int64(memMB)<<20 >= cur {
+			files = [][2]string{{memsw, mem}, {limit, mem}}
+		} else {
+			files = [][2]string{{limit, mem}, {memsw, mem}}
+		}
+		files = append(files, [2]string{filepath.Join(g.cpu, "cpu.shares"), strconv.Itoa(shares)})
+	}
+	for _, f := range files {
+		err := writeFile(f[0], f[1])
+		if err != nil && os.IsNotExist(err) && strings.Contains(f[0], "memsw") {
+			continue // no swap accounting
+		}
+		if err != nil {
+			return fmt.Errorf("cannot set cgroup limit: %w", err)
+		}
+	}
+	return nil
+}
+
 // attach moves pid into the instance's cgroup in every hierarchy (v1; on v2
 // the process is cloned straight into it).
 func (g *instanceCgroup) attach(pid int) error {

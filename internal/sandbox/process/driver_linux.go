@@ -352,6 +352,21 @@ func (i *Instance) wait() {
 	close(i.done)
 }
 
+var _ sandbox.Resizer = (*Instance)(nil)
+
+// SetMemoryLimit changes the instance cgroup's memory limit and CPU weight.
+func (i *Instance) SetMemoryLimit(mb int) error {
+	if mb <= 0 {
+		return fmt.Errorf("cannot set memory limit: %d MB", mb)
+	}
+	i.statsMu.Lock()
+	defer i.statsMu.Unlock()
+	if i.cg == nil {
+		return errors.New("cannot set memory limit: instance has no cgroup")
+	}
+	return i.cg.resize(mb)
+}
+
 // FlushOutput returns once what the instance wrote so far reached Spec.Output.
 func (i *Instance) FlushOutput() { i.out.Flush() }
 

@@ -1,0 +1,86 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// descendants returns the pids of every process below pid, from /proc.
+func descendants(pid int) (map[int]bool, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, fmt.Errorf("cannot list processes: %w", err)
+	}
+	children := map[int][]int{}
+	for _, e := range entries {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue // exited meanwhile
+		}
+		// The command name, in parentheses, may hold spaces: fields
+		// start after its closing parenthesis ("state ppid …").
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 2 {
+			continue
+		}
+		ppid, _ := strconv.Atoi(f[1])
+		children[ppid] = append(children[ppid], p)
+	}
+	out := map[int]bool{}
+	queue := []int{pid}
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		for _, c := range children[p] {
+			if !out[c] {
+				out[c] = true
+				queue = append(queue, c)
+			}
+		}
+	}
+	return out, nil
+}
+
+// procMemory returns a process's resident set size and proportional set
+// size (shared pages divided among their users), in bytes.
+func procMemory(pid int) (rss, pss int64, err error) {
+	dir := "/proc/" + strconv.Itoa(pid)
+	rss, err = kbField(dir+"/status", "VmRSS:")
+	if err != nil {
+		return 0, 0, err
+	}
+	pss, _ = kbField(dir+"/smaps_rollup", "Pss:") // absent on old kernels
+	return rss, pss, nil
+}
+
+// kbField reads a "Name:   123 kB" line of a /proc file, in bytes.
+func kbField(path, name string) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("cannot parse %s in %s: %w", name, path, err)
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, fmt.Errorf("no %s in %s", name, path)
+}

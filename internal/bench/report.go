@@ -1,0 +1,221 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+)
+
+// Statuses of a Check.
+const (
+	Pass          = "PASS"
+	Miss          = "MISS"
+	Todo          = "TODO" // the feature the target needs does not exist yet
+	NotApplicable = "N/A"  // the figure could not be measured on this host
+	NoTarget      = ""     // a figure shown for context
+)
+
+// Targets, from the issues that asked for the benchmark. Where two issues
+// set the same target, the stricter one is used.
+const (
+	TargetWarmVsFloor       = 2.0  // warm p50 at most 2× the floor's
+	TargetThroughputC16     = 0.5  // throughput at concurrency 16 at least half the floor's
+	TargetGoColdMs          = 10.0 // Go cold start p50, unsandboxed
+	TargetGoColdIsolatedMs  = 15.0 // Go cold start p50, isolated
+	TargetIsolatedWarmRatio = 1.10 // isolated warm p50 within 10% of unsandboxed
+	TargetScaleMs           = 1000 // 0→50 Go instances
+	TargetGoIdleMB          = 10.0 // idle Go instance, platform side included
+	TargetPooledNodeColdMs  = 25.0
+	TargetPooledPyColdMs    = 15.0
+)
+
+// Check is one row of the report: a figure, and its target when it has one.
+type Check struct {
+	Metric    string `json:"metric"`
+	Isolation string `json:"isolation,omitempty"` // "none", "isolated"; empty for the floor
+	Value     string `json:"value"`
+	Target    string `json:"target,omitempty"`
+	Status    string `json:"status,omitempty"`
+}
+
+// Evaluate turns a run's figures into report rows, with PASS or MISS
+// against each target.
+func Evaluate(r *Result) []Check {
+	var out []Check
+	add := func(metric, iso, value, target, status string) {
+		out = append(out, Check{Metric: metric, Isolation: iso, Value: value, Target: target, Status: status})
+	}
+	floor := r.Floor
+	add("floor warm p50 / p99", "", lat(floor.Warm), "", NoTarget)
+	if len(floor.Throughput) > 0 {
+		add("floor throughput "+levels(floor.Throughput), "", rps(floor.Throughput), "", NoTarget)
+	}
+	var unsandboxed map[string]Runtime
+	for _, m := range r.Modes {
+		iso := m.Level
+		if m.Skipped != "" {
+			add("isolated node", "isolated", "not measured: "+m.Skipped,
+				fmt.Sprintf("Go cold p50 < %g ms; warm p50 ≤ +%.0f%% of unsandboxed", TargetGoColdIsolatedMs, (TargetIsolatedWarmRatio-1)*100), NotApplicable)
+			continue
+		}
+		byRT := map[string]Runtime{}
+		for _, rt := range m.Runtimes {
+			byRT[rt.Runtime] = rt
+			name := rt.Runtime
+			limit := TargetWarmVsFloor * floor.Warm.P50
+			add(name+" warm p50 / p99", iso, lat(rt.Warm),
+				fmt.Sprintf("p50 ≤ %g× floor (%s)", TargetWarmVsFloor, msStr(limit)), passIf(rt.Warm.P50 <= limit))
+			if rt.Inside.N > 0 {
+				add(name+"   … of which Runtime API round trip p50 / p99", iso, lat(rt.Inside), "", NoTarget)
+			}
+			if base, ok := unsandboxed[name]; ok && iso == "isolated" {
+				ratio := rt.Warm.P50 / base.Warm.P50
+				add(name+" warm p50 vs unsandboxed", iso, fmt.Sprintf("%+.1f%%", (ratio-1)*100),
+					fmt.Sprintf("≤ +%.0f%%", (TargetIsolatedWarmRatio-1)*100), passIf(ratio <= TargetIsolatedWarmRatio))
+			}
+			if len(rt.Throughput) > 0 {
+				target, status := "", NoTarget
+				if f, ok := find(floor.Throughput, 16); ok {
+					if t, ok := find(rt.Throughput, 16); ok {
+						target = fmt.Sprintf("c=16 ≥ %g× floor (%.0f)", TargetThroughputC16, TargetThroughputC16*f.RPS)
+						status = passIf(t.RPS >= TargetThroughputC16*f.RPS)
+					}
+				}
+				add(name+" throughput "+levels(rt.Throughput), iso, rps(rt.Throughput), target, status)
+			}
+			target, status := "", NoTarget
+			if name == "go" {
+				limit := TargetGoColdMs
+				if iso == "isolated" {
+					limit = TargetGoColdIsolatedMs
+				}
+				target, status = fmt.Sprintf("p50 < %g ms", limit), passIf(rt.Cold.Total.P50 < limit)
+			}
+			add(name+" cold start p50 / p99, unpooled", iso, lat(rt.Cold.Total), target, status)
+			add(name+"   … of which Init Duration p50 / p99", iso, lat(rt.Cold.Init), "", NoTarget)
+			if base, ok := unsandboxed[name]; ok && iso == "isolated" {
+				add(name+" cold start p50, cost of isolation", iso,
+					fmt.Sprintf("%+.2f ms", rt.Cold.Total.P50-base.Cold.Total.P50), "", NoTarget)
+			}
+			if name == "node" || name == "python" {
+				limit := TargetPooledNodeColdMs
+				if name == "python" {
+					limit = TargetPooledPyColdMs
+				}
+				if rt.ColdPooled != nil {
+					add(name+" cold start p50 / p99, pooled", iso, lat(rt.ColdPooled.Total),
+						fmt.Sprintf("p50 < %g ms", limit), passIf(rt.ColdPooled.Total.P50 < limit))
+				} else {
+					add(name+" cold start, pooled", iso, "pooled: not implemented yet",
+						fmt.Sprintf("p50 < %g ms", limit), Todo)
+				}
+			}
+			if mem := rt.Memory; mem != nil {
+				target, status := "", NoTarget
+				if name == "go" {
+					target, status = fmt.Sprintf("< %g MB", TargetGoIdleMB), passIf(mem.Total() < TargetGoIdleMB)
+				}
+				add(name+" idle instance memory", iso,
+					fmt.Sprintf("%.1f MB (RSS %.1f + platform %.2f; PSS %.1f; %d instances)",
+						mem.Total(), mem.RSS, mem.Platform, mem.PSS, mem.Instances), target, status)
+			}
+		}
+		if s := m.Scale; s != nil {
+			add(fmt.Sprintf("go 0→%d instances", s.N), iso,
+				fmt.Sprintf("%s (first %s; %d instances)", msStr(s.Ready), msStr(s.FirstMs), s.Instances),
+				fmt.Sprintf("< %s", msStr(TargetScaleMs)), passIf(s.Ready < TargetScaleMs))
+		}
+		if iso == "none" {
+			unsandboxed = byRT
+		}
+	}
+	return out
+}
+
+// Format writes the report table.
+func Format(w io.Writer, r *Result) error {
+	m := r.Machine
+	fmt.Fprintf(w, "aloft bench: %d CPUs (%s), %s/%s, %s, kernel %s\n", m.CPUs, m.CPUModel, m.OS, m.Arch, m.GoVersion, m.Kernel)
+	s := r.Settings
+	fmt.Fprintf(w, "%s per figure, %d-byte payload, %d cold starts per runtime, %d idle instances; took %.0f s\n\n",
+		msStr(s.DurationMs), s.PayloadBytes, s.Cold, s.Idle, r.Took)
+	for _, md := range r.Modes {
+		if md.Driver != "" {
+			fmt.Fprintf(w, "node --isolation %s: driver %s, isolation %s\n", md.Isolation, md.Driver, md.Level)
+		}
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "FIGURE\tISOLATION\tVALUE\tTARGET\tRESULT")
+	for _, c := range r.Checks {
+		iso := c.Isolation
+		if iso == "" {
+			iso = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", c.Metric, iso, c.Value, c.Target, c.Status)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	var missed []string
+	for _, c := range r.Checks {
+		if c.Status == Miss {
+			missed = append(missed, c.Metric+" ("+c.Isolation+")")
+		}
+	}
+	if len(missed) > 0 {
+		fmt.Fprintf(w, "\nmissed %d target(s): %s\n", len(missed), strings.Join(missed, "; "))
+	}
+	return nil
+}
+
+func passIf(ok bool) string {
+	if ok {
+		return Pass
+	}
+	return Miss
+}
+
+func find(tps []Throughput, c int) (Throughput, bool) {
+	for _, t := range tps {
+		if t.Concurrency == c {
+			return t, true
+		}
+	}
+	return Throughput{}, false
+}
+
+func levels(tps []Throughput) string {
+	var s []string
+	for _, t := range tps {
+		s = append(s, fmt.Sprint(t.Concurrency))
+	}
+	return "c=" + strings.Join(s, "/")
+}
+
+func rps(tps []Throughput) string {
+	var s []string
+	for _, t := range tps {
+		s = append(s, fmt.Sprintf("%.0f", t.RPS))
+	}
+	return strings.Join(s, " / ") + " req/s"
+}
+
+func lat(l Latency) string {
+	return msNum(l.P50) + " / " + msStr(l.P99)
+}
+
+// msStr formats milliseconds with the precision that matters at their size.
+func msStr(v float64) string { return msNum(v) + " ms" }
+
+func msNum(v float64) string {
+	switch {
+	case v < 1:
+		return fmt.Sprintf("%.3f", v)
+	case v < 100:
+		return fmt.Sprintf("%.2f", v)
+	default:
+		return fmt.Sprintf("%.0f", v)
+	}
+}
