@@ -47,9 +47,7 @@ func TestFunctionFailures(t *testing.T) {
 		if pids := processesWith(marker); len(pids) != 1 {
 			t.Errorf("processes of the function: %v, want exactly one (the timed-out one is gone)", pids)
 		}
-		if msg := contains(h.logs("fail"), "Task timed out after 1.00 seconds", "Status: timeout"); msg != "" {
-			t.Error("logs: " + msg)
-		}
+		h.waitLogs("fail", "Task timed out after 1.00 seconds", "Status: timeout")
 	})
 	t.Run("crash", func(t *testing.T) {
 		h.t = t
@@ -58,9 +56,7 @@ func TestFunctionFailures(t *testing.T) {
 			t.Errorf("error = %+v, want Runtime.ExitError with exit status 3", fe)
 		}
 		h.invokeOK("fail", `{}`)
-		if msg := contains(h.logs("fail"), "about to crash"); msg != "" {
-			t.Error("logs: " + msg)
-		}
+		h.waitLogs("fail", "about to crash")
 	})
 	t.Run("out of memory", func(t *testing.T) {
 		h.t = t
@@ -68,9 +64,7 @@ func TestFunctionFailures(t *testing.T) {
 		if fe.ErrorType != model.ErrTypeOutOfMemory {
 			t.Errorf("error = %+v, want Runtime.OutOfMemory", fe)
 		}
-		if msg := contains(h.logs("fail"), "Max Memory Used: 128 MB", "Error Type: Runtime.OutOfMemory"); msg != "" {
-			t.Error("logs: " + msg + "\n" + h.logs("fail"))
-		}
+		h.waitLogs("fail", "Max Memory Used: 128 MB", "Error Type: Runtime.OutOfMemory")
 		h.invokeOK("fail", `{}`)
 	})
 	t.Run("usage counts each outcome", func(t *testing.T) {

@@ -302,3 +302,16 @@ func decodeTail(r response) (string, error) {
 	b, err := base64.StdEncoding.DecodeString(r.header.Get("X-Amz-Log-Result"))
 	return string(b), err
 }
+
+// waitLogs waits until the function's stored logs hold every substring:
+// logs are written after the response returns.
+func (h *harness) waitLogs(name string, subs ...string) {
+	h.t.Helper()
+	eventually(h.t, 10*time.Second, func() string {
+		logs := h.logs(name)
+		if msg := contains(logs, subs...); msg != "" {
+			return "logs of " + name + ": " + msg + "\n" + logs
+		}
+		return ""
+	})
+}

@@ -126,7 +126,7 @@ func (g *Gateway) invoke(w http.ResponseWriter, r *http.Request) {
 			"Could not parse request body into json: the payload is not valid JSON"))
 		return
 	}
-	req := &worker.Request{Payload: payload}
+	req := &worker.Request{Payload: payload, WantLog: r.Header.Get("X-Amz-Log-Type") == "Tail"}
 	if cc := r.Header.Get("X-Amz-Client-Context"); cc != "" {
 		raw, err := base64.StdEncoding.DecodeString(cc)
 		if err != nil || !json.Valid(raw) {

@@ -226,9 +226,6 @@ func (n *Node) Log(function string, text []byte) {
 
 // Usage implements worker.Sink.
 func (n *Node) Usage(u *model.Usage) {
-	if n.queue != nil {
-		n.queue.Annotate(u)
-	}
 	n.usage.Add(u)
 	if err := n.store.AppendUsage(u); err != nil {
 		n.log.Warn("cannot store usage", "function", u.Function, "err", err)

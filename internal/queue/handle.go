@@ -137,11 +137,9 @@ func (q *Queue) handle(m jetstream.Msg, now time.Time) {
 
 	attempt := ev.attempts + 1
 	stop := keepAlive(m)
-	q.attempts.Store(ev.requestID, attempt)
 	resp, err := q.Invoker.Invoke(ctx, fn, &worker.Request{
-		RequestID: ev.requestID, Payload: m.Data(), ClientContext: ev.clientContext,
+		RequestID: ev.requestID, Payload: m.Data(), ClientContext: ev.clientContext, Attempt: attempt,
 	})
-	q.attempts.Delete(ev.requestID)
 	stop()
 	switch {
 	case errors.Is(err, model.ErrTooManyRequests):

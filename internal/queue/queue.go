@@ -98,7 +98,6 @@ type Queue struct {
 	mu       sync.Mutex
 	pollers  map[string]*poller
 	closed   bool
-	attempts sync.Map // request id → attempt number of running invocations
 }
 
 // Open creates the streams if needed and applies defaults.
@@ -247,14 +246,6 @@ func (q *Queue) Close(ctx context.Context) error {
 		}
 	}
 	return nil
-}
-
-// Annotate marks the usage record of an invocation the queue is running
-// with its attempt number.
-func (q *Queue) Annotate(u *model.Usage) {
-	if v, ok := q.attempts.Load(u.RequestID); ok {
-		u.Attempt = v.(int)
-	}
 }
 
 // Depth describes a function's waiting events.

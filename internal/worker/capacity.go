@@ -331,5 +331,10 @@ func (w *Worker) Close(ctx context.Context) error {
 	if cerr := w.Driver.Close(); err == nil {
 		err = cerr
 	}
+	// Every instance is gone, so what is still in flight ends now; then the
+	// recorder writes the last records.
+	w.inflight.Wait()
+	close(w.records)
+	<-w.recorded
 	return err
 }

@@ -199,7 +199,6 @@ func (w *Worker) failedLocked(p *interpPool) {
 
 func (w *Worker) startPooled(p *interpPool) {
 	defer w.interp.starts.Done()
-	begin := time.Now()
 	pi, err := w.launchPooled(p.rt)
 	ip := &w.interp
 	ip.mu.Lock()
@@ -222,8 +221,6 @@ func (w *Worker) startPooled(p *interpPool) {
 	p.failures = 0
 	p.ready = append(p.ready, pi)
 	ip.mu.Unlock()
-	w.Logger.Debug("pooled instance ready", "runtime", p.rt, "instance", pi.inst.id,
-		"boot_ms", ms(time.Since(begin)))
 	go w.watchPooled(p, pi)
 }
 
@@ -285,11 +282,13 @@ func (w *Worker) launchPooled(rt model.Runtime) (*pooled, error) {
 	api := runtimeapi.New()
 	logs := &logBuffer{max: w.LogLimit}
 	spec.RuntimeAPI, spec.Output = api, logs
+	begin := time.Now()
 	sb, err := w.Driver.Start(context.Background(), spec)
 	if err != nil {
 		os.Remove(dir)
 		return nil, err
 	}
+	started := time.Now()
 	go func() {
 		<-sb.Done()
 		api.Close()
@@ -302,6 +301,10 @@ func (w *Worker) launchPooled(rt model.Runtime) (*pooled, error) {
 	defer t.Stop()
 	select {
 	case <-api.PoolReady():
+		// sandbox_ms: the driver's set-up up to the exec; boot_ms: the
+		// interpreter's start and the bootstrap's imports.
+		w.Logger.Debug("pooled instance ready", "runtime", rt, "instance", id,
+			"sandbox_ms", ms(started.Sub(begin)), "boot_ms", ms(time.Since(started)))
 		return pi, nil
 	case <-sb.Done():
 		err = fmt.Errorf("runtime exited before it was ready: %s: %s", sb.ExitStatus(), tail(logs.take()))

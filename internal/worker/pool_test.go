@@ -102,7 +102,7 @@ func waitReady(t *testing.T, w *Worker, rt model.Runtime, n int) {
 
 func invoke(t *testing.T, w *Worker, fn *model.Function) (*Response, map[string]any) {
 	t.Helper()
-	resp, err := w.Invoke(context.Background(), fn, &Request{Payload: []byte(`{}`)})
+	resp, err := w.Invoke(context.Background(), fn, &Request{Payload: []byte(`{}`), WantLog: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -53,6 +53,11 @@ type Request struct {
 	ClientContext   string // JSON
 	CognitoIdentity string // JSON
 	TraceID         string // generated when empty
+	// Attempt numbers the tries of an asynchronous invocation (0: sync).
+	Attempt int
+	// WantLog asks for Response.Log (X-Amz-Log-Type: Tail). Without it the
+	// log text and usage record are written after the response returns.
+	WantLog bool
 }
 
 // Response is the invocation's outcome as the caller sees it.
@@ -61,9 +66,9 @@ type Response struct {
 	Payload       []byte
 	FunctionError string // "Unhandled" when the function failed, else ""
 	ErrorType     string
-	Log           []byte // the invocation's whole log text
+	Log           []byte       // the invocation's whole log text, when Request.WantLog
+	Usage         *model.Usage // its usage record, when Request.WantLog
 	Version       string
-	Usage         model.Usage
 }
 
 // LogTail returns the last 4 KB of the invocation's log, as Lambda's
@@ -115,6 +120,8 @@ type Worker struct {
 	stop     chan struct{}
 	kick     chan struct{} // asks the reaper for an early pass
 	reaped   chan struct{}
+	records  chan *record  // invocations to account for, in order
+	recorded chan struct{} // closed when recordLoop has drained records
 }
 
 // DefaultQueueTimeout is how long an invocation waits for capacity.
@@ -197,7 +204,10 @@ func (w *Worker) Start() {
 	w.stop = make(chan struct{})
 	w.kick = make(chan struct{}, 1)
 	w.reaped = make(chan struct{})
+	w.records = make(chan *record, 1024)
+	w.recorded = make(chan struct{})
 	go w.reap()
+	go w.recordLoop()
 	w.startPools()
 }
 
@@ -240,15 +250,16 @@ func (w *Worker) Invoke(ctx context.Context, fn *model.Function, req *Request) (
 		}
 		var start *startError
 		if errors.As(err, &start) {
-			return w.finish(fn, req, nil, outcome{
-				errType: model.ErrTypeInvalidEntry, usage: model.OutcomeCrash,
+			o := outcome{
+				errType: model.ErrTypeInvalidEntry, usage: model.OutcomeCrash, begin: time.Now(),
 				msg: "RequestId: " + req.RequestID + " Error: " + start.Error(),
-			}, time.Now(), true), nil
+			}
+			return w.respond(fn, req, nil, o, true), nil
 		}
 		return nil, err
 	}
 	res := w.run(ctx, fn, req, inst, cold)
-	resp := w.finish(fn, req, inst, res, res.begin, cold)
+	resp := w.respond(fn, req, inst, res, cold)
 	w.end(fn.Name, inst, res.keep)
 	return resp, nil
 }
@@ -362,9 +373,12 @@ func (w *Worker) exited(inst *instance, req *Request, o outcome) outcome {
 	return o
 }
 
-// finish writes the invocation's log text and usage record and builds the
-// caller's response. inst is nil when no instance could be started.
-func (w *Worker) finish(fn *model.Function, req *Request, inst *instance, o outcome, begin time.Time, cold bool) *Response {
+// respond builds the caller's response and hands the invocation's
+// accounting to the recorder. inst is nil when no instance could be
+// started. The instance's output is taken here, before the instance can
+// serve again; the rest (memory peak, REPORT line, usage record,
+// publishing) happens after the response, unless the caller wants the log.
+func (w *Worker) respond(fn *model.Function, req *Request, inst *instance, o outcome, cold bool) *Response {
 	resp := &Response{RequestID: req.RequestID, Version: model.DefaultVersion, Payload: o.payload}
 	if o.errType != "" {
 		resp.FunctionError, resp.ErrorType = "Unhandled", o.errType
@@ -376,38 +390,71 @@ func (w *Worker) finish(fn *model.Function, req *Request, inst *instance, o outc
 			resp.Payload, _ = json.Marshal(model.FunctionError{ErrorMessage: msg, ErrorType: o.errType})
 		}
 	}
+	r := &record{fn: fn, requestID: req.RequestID, attempt: req.Attempt, o: o, cold: cold}
+	if inst != nil {
+		r.sb, r.output, r.provisioned, r.pooled = inst.sb, inst.logs.take(), inst.provisioned, cold && inst.pooled
+		if cold {
+			r.initDur = inst.initDur
+		}
+	}
+	if req.WantLog {
+		resp.Log, resp.Usage = w.account(r)
+	} else {
+		w.records <- r
+	}
+	return resp
+}
+
+// record is an invocation waiting to be accounted for.
+type record struct {
+	fn          *model.Function
+	requestID   string
+	attempt     int
+	o           outcome
+	cold        bool
+	sb          sandbox.Instance // nil when no instance started
+	output      []byte
+	initDur     time.Duration
+	provisioned bool
+	pooled      bool
+}
+
+// recordLoop accounts for invocations in the order they finished, off the
+// response path. Close drains it.
+func (w *Worker) recordLoop() {
+	defer close(w.recorded)
+	for r := range w.records {
+		w.account(r)
+	}
+}
+
+// account writes one invocation's log text (START, output, END, REPORT)
+// and usage record to the Sink, and returns them.
+func (w *Worker) account(r *record) ([]byte, *model.Usage) {
+	fn, o := r.fn, r.o
 	billed := int64(math.Ceil(float64(o.duration) / float64(time.Millisecond)))
 	if billed < 1 {
 		billed = 1
 	}
 	var maxMem int
-	var initDur time.Duration
-	var output []byte
-	if inst != nil {
-		maxMem = int((inst.sb.Stats().MaxMemoryBytes + (1<<20 - 1)) >> 20)
-		output = inst.logs.take()
-		if cold {
-			initDur = inst.initDur
-		}
+	if r.sb != nil {
+		maxMem = int((r.sb.Stats().MaxMemoryBytes + (1<<20 - 1)) >> 20)
 	}
 	u := model.Usage{
-		Time: begin.UTC(), Function: fn.Name, RequestID: req.RequestID,
+		Time: o.begin.UTC(), Function: fn.Name, RequestID: r.requestID,
 		DurationMs: float64(o.duration) / float64(time.Millisecond), BilledMs: billed,
 		MemoryMB: fn.Memory, MaxMemoryMB: maxMem, GBSeconds: model.GBSeconds(billed, fn.Memory),
-		Cold: cold, InitDurationMs: float64(initDur) / float64(time.Millisecond), Outcome: o.usage,
-		Provisioned: inst != nil && inst.provisioned,
-		Pooled:      cold && inst != nil && inst.pooled,
+		Cold: r.cold, InitDurationMs: float64(r.initDur) / float64(time.Millisecond), Outcome: o.usage,
+		Provisioned: r.provisioned, Pooled: r.pooled, Attempt: r.attempt,
 	}
-	resp.Usage = u
-
-	log := make([]byte, 0, len(output)+256)
-	log = fmt.Appendf(log, "START RequestId: %s Version: %s\n", req.RequestID, model.DefaultVersion)
-	log = append(log, output...)
+	log := make([]byte, 0, len(r.output)+256)
+	log = fmt.Appendf(log, "START RequestId: %s Version: %s\n", r.requestID, model.DefaultVersion)
+	log = append(log, r.output...)
 	log = append(log, o.logExtra...)
-	log = fmt.Appendf(log, "END RequestId: %s\n", req.RequestID)
+	log = fmt.Appendf(log, "END RequestId: %s\n", r.requestID)
 	log = fmt.Appendf(log, "REPORT RequestId: %s\tDuration: %.2f ms\tBilled Duration: %d ms\tMemory Size: %d MB\tMax Memory Used: %d MB",
-		req.RequestID, u.DurationMs, billed, fn.Memory, maxMem)
-	if cold {
+		r.requestID, u.DurationMs, billed, fn.Memory, maxMem)
+	if r.cold {
 		log = fmt.Appendf(log, "\tInit Duration: %.2f ms", u.InitDurationMs)
 	}
 	switch o.usage {
@@ -417,12 +464,11 @@ func (w *Worker) finish(fn *model.Function, req *Request, inst *instance, o outc
 		log = fmt.Appendf(log, "\tStatus: error\tError Type: %s", o.errType)
 	}
 	log = append(log, '\n')
-	resp.Log = log
 	if w.Sink != nil {
 		w.Sink.Log(fn.Name, log)
 		w.Sink.Usage(&u)
 	}
-	return resp
+	return log, &u
 }
 
 // startError is a failure to start an instance's process.
