@@ -160,7 +160,7 @@ func (a *API) deploy(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	ctx := r.Context()
-	if err := a.Code.Add(info.SHA256, code); err != nil {
+	if err := a.Code.Add(info.SHA256, code, cfg.Runtime); err != nil {
 		return fmt.Errorf("cannot unpack the bundle: %w", err)
 	}
 	if err := a.Store.PutCode(ctx, info.SHA256, code); err != nil {

@@ -93,7 +93,12 @@ func cleanName(name string) (string, error) {
 // Unpack extracts a validated bundle into dir, which must not exist yet. It
 // writes into a sibling temporary directory and renames it, so dir is
 // either complete or absent.
-func Unpack(data []byte, dir string) error {
+func Unpack(data []byte, dir string) error { return UnpackPrepared(data, dir, nil) }
+
+// UnpackPrepared is Unpack with a step run on the unpacked files before they
+// are renamed into place (byte-compiling them, say); its failure fails the
+// unpack.
+func UnpackPrepared(data []byte, dir string, prepare func(tmp string) error) error {
 	zr, err := zip.NewReader(bytes.NewReader(data), int64(len(data)))
 	if err != nil {
 		return model.Invalidf("the code bundle is not a zip file: %v", err)
@@ -133,6 +138,11 @@ func Unpack(data []byte, dir string) error {
 			return fmt.Errorf("cannot unpack %s: %w", f.Name, err)
 		}
 		written += n
+	}
+	if prepare != nil {
+		if err := prepare(tmp); err != nil {
+			return err
+		}
 	}
 	if err := os.Rename(tmp, dir); err != nil {
 		if _, statErr := os.Stat(dir); statErr == nil {

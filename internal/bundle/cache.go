@@ -16,6 +16,9 @@ import (
 type Cache struct {
 	Dir   string
 	Fetch func(ctx context.Context, sha string) ([]byte, error)
+	// Prepare, when set, runs on a bundle's files before they enter the
+	// cache, with the runtime of the function deploying them.
+	Prepare func(dir string, rt model.Runtime) error
 
 	mu sync.Mutex // serialises unpacking of the same bundle
 }
@@ -23,8 +26,8 @@ type Cache struct {
 // Path is where the bundle with this sha256 is unpacked.
 func (c *Cache) Path(sha string) string { return filepath.Join(c.Dir, sha) }
 
-// Add unpacks a validated bundle unless it is already there.
-func (c *Cache) Add(sha string, data []byte) error {
+// Add unpacks a validated bundle, prepared for rt, unless it is already there.
+func (c *Cache) Add(sha string, data []byte, rt model.Runtime) error {
 	dir := c.Path(sha)
 	if _, err := os.Stat(dir); err == nil {
 		return nil
@@ -34,7 +37,11 @@ func (c *Cache) Add(sha string, data []byte) error {
 	if _, err := os.Stat(dir); err == nil {
 		return nil
 	}
-	return Unpack(data, dir)
+	var prepare func(string) error
+	if c.Prepare != nil {
+		prepare = func(tmp string) error { return c.Prepare(tmp, rt) }
+	}
+	return UnpackPrepared(data, dir, prepare)
 }
 
 // CodeDir returns the unpacked code of fn, fetching it when needed.
@@ -47,7 +54,7 @@ func (c *Cache) CodeDir(ctx context.Context, fn *model.Function) (string, error)
 	if err != nil {
 		return "", fmt.Errorf("cannot fetch code: %w", err)
 	}
-	if err := c.Add(fn.CodeSHA256, data); err != nil {
+	if err := c.Add(fn.CodeSHA256, data, fn.Runtime); err != nil {
 		return "", err
 	}
 	return dir, nil

@@ -293,3 +293,22 @@ func TestCLI(t *testing.T) {
 		t.Error("a bad aloft.yaml deployed a function")
 	}
 }
+
+// TestDeployPreparesCode checks that deploy leaves the code ready for a
+// cold start: unpacked, and for Python byte-compiled.
+func TestDeployPreparesCode(t *testing.T) {
+	h := startNode(t, node.Config{})
+	fn := h.deployFiles(model.Config{Name: "pyc", Runtime: model.RuntimePython, Handler: "app.handler"},
+		map[string]string{"app.py": testfn.Python, "lib/util.py": "X = 1\n"})
+	dir := filepath.Join(h.node.DataDir(), "code", fn.CodeSHA256)
+	for _, p := range []string{"app.py", "__pycache__", "lib/__pycache__"} {
+		if _, err := os.Stat(filepath.Join(dir, p)); err != nil {
+			t.Errorf("%s after deploy: %v", p, err)
+		}
+	}
+	pycs, _ := filepath.Glob(filepath.Join(dir, "__pycache__", "app.*.pyc"))
+	if len(pycs) != 1 {
+		t.Errorf("compiled app: %v, want one app.*.pyc", pycs)
+	}
+	h.invokeOK("pyc", `{}`)
+}

@@ -145,7 +145,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err := n.store.Usage(ctx, "", n.usage.Add); err != nil {
 		return nil, fmt.Errorf("cannot replay usage records: %w", err)
 	}
-	code := &bundle.Cache{Dir: filepath.Join(dataDir, "code"), Fetch: n.store.Code}
+	code := &bundle.Cache{Dir: filepath.Join(dataDir, "code"), Fetch: n.store.Code, Prepare: runtimes.Prepare}
 	policy, err := keepAlivePolicy(cfg)
 	if err != nil {
 		return nil, err

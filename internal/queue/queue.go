@@ -93,11 +93,11 @@ type Queue struct {
 	ThrottleDelay   time.Duration
 	Region, Account string
 
-	stream   jetstream.Stream
-	dlq      jetstream.Stream
-	mu       sync.Mutex
-	pollers  map[string]*poller
-	closed   bool
+	stream  jetstream.Stream
+	dlq     jetstream.Stream
+	mu      sync.Mutex
+	pollers map[string]*poller
+	closed  bool
 }
 
 // Open creates the streams if needed and applies defaults.

@@ -438,7 +438,9 @@ func (w *Worker) account(r *record) ([]byte, *model.Usage) {
 	}
 	var maxMem int
 	if r.sb != nil {
-		maxMem = int((r.sb.Stats().MaxMemoryBytes + (1<<20 - 1)) >> 20)
+		// cgroup v1 may count a page over the limit; like Lambda, report
+		// at most the function's memory.
+		maxMem = min(int((r.sb.Stats().MaxMemoryBytes+(1<<20-1))>>20), fn.Memory)
 	}
 	u := model.Usage{
 		Time: o.begin.UTC(), Function: fn.Name, RequestID: r.requestID,
