@@ -285,9 +285,11 @@ func (b *bencher) mode(ctx context.Context, iso string) (Mode, error) {
 		return Mode{}, err
 	}
 	defer os.RemoveAll(dir)
+	// The main node has no interpreter pools, so its cold starts are the
+	// unpooled ones; pooledCold measures the pooled ones on a second node.
 	n, err := node.Start(ctx, node.Config{
 		DataDir: dir, Listen: "127.0.0.1:0", Isolation: iso, Grace: 10 * time.Second,
-		Version: "bench", Logger: b.opts.Logger,
+		Version: "bench", Logger: b.opts.Logger, PoolSize: -1,
 	})
 	if err != nil {
 		return Mode{}, err
@@ -311,6 +313,9 @@ func (b *bencher) mode(ctx context.Context, iso string) (Mode, error) {
 		}
 		m.Runtimes = append(m.Runtimes, r)
 	}
+	if err := b.pooledCold(ctx, iso, &m); err != nil {
+		return m, err
+	}
 	if slices.Contains(b.opts.Runtimes, "go") {
 		nb.progress("go: 0→%d scale", b.opts.Scale)
 		s, err := nb.scale(ctx, "go")
@@ -320,6 +325,46 @@ func (b *bencher) mode(ctx context.Context, iso string) (Mode, error) {
 		m.Scale = &s
 	}
 	return m, nil
+}
+
+// pooledCold measures the cold starts of the interpreted runtimes on a
+// node with pools of pre-started interpreters (the default size), filling
+// ColdPooled of m's node and python figures.
+func (b *bencher) pooledCold(ctx context.Context, iso string, m *Mode) error {
+	var pooled []int
+	for i, r := range m.Runtimes {
+		if r.Runtime == "node" || r.Runtime == "python" {
+			pooled = append(pooled, i)
+		}
+	}
+	if len(pooled) == 0 {
+		return nil
+	}
+	dir, err := os.MkdirTemp("", "aloft-bench-pooled-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	n, err := node.Start(ctx, node.Config{
+		DataDir: dir, Listen: "127.0.0.1:0", Isolation: iso, Grace: 10 * time.Second,
+		Version: "bench", Logger: b.opts.Logger,
+	})
+	if err != nil {
+		return err
+	}
+	defer n.Close()
+	nb := &nodeBench{bencher: b, node: n, label: m.Level,
+		client: &cli.Client{BaseURL: n.URL(), Token: n.Token(), HTTP: b.client}}
+	for _, i := range pooled {
+		rt := m.Runtimes[i].Runtime
+		nb.progress("%s: %d pooled cold starts", rt, b.opts.Cold)
+		c, err := nb.cold(ctx, "bench-pooled-"+rt, rt)
+		if err != nil {
+			return fmt.Errorf("%s: pooled cold start: %w", rt, err)
+		}
+		m.Runtimes[i].ColdPooled = &c
+	}
+	return nil
 }
 
 // driverName reads the node's sandbox driver from GET /v1/status.
@@ -486,3 +531,4 @@ func machine() Machine {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
