@@ -66,6 +66,8 @@ func newUpCmd() *cobra.Command {
 	f.IntVar(&cfg.MemoryMB, "memory", 0, "memory budget for instances, MB (default 80% of RAM)")
 	f.DurationVar(&cfg.QueueTimeout, "queue-timeout", 10*time.Second, "how long an invocation waits for capacity before a 429")
 	f.StringVar(&cfg.KeepAlivePolicy, "keep-alive-policy", "fixed", "fixed | adaptive (idle-time histogram, Shahrad et al. ATC'20)")
+	f.IntVar(&cfg.AsyncConcurrency, "async-concurrency", 0, "asynchronous events of one function run at once (default 4)")
+	f.DurationVar(&cfg.AsyncRetryBackoff, "async-retry-backoff", 0, "wait before retrying a failed asynchronous event; doubles for the second retry (default 1m, as Lambda)")
 	f.StringVar(&cfg.Isolation, "isolation", "auto", "auto | required | none")
 	f.DurationVar(&cfg.Grace, "grace", 30*time.Second, "how long shutdown waits for in-flight invocations")
 	f.Float64Var(&cfg.Prices.PerGBSecond, "price-gb-second", metering.DefaultPricePerGBSecond, "price per GB-second, USD")

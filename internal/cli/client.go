@@ -76,8 +76,9 @@ type Function struct {
 
 // Instances counts a function's (or the node's) instances.
 type Instances struct {
-	Warm int `json:"warm"`
-	Busy int `json:"busy"`
+	Warm        int `json:"warm"`
+	Busy        int `json:"busy"`
+	Provisioned int `json:"provisioned"`
 }
 
 // UsageRow is the metered usage of one function, or the total.

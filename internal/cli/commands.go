@@ -119,7 +119,7 @@ func newLsCmd() *cobra.Command {
 				return err
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tRUNTIME\tMEMORY\tTIMEOUT\tWARM\tBUSY\tQUEUED\tOLDEST\tDLQ\tLAST MODIFIED\tURL")
+			fmt.Fprintln(tw, "NAME\tRUNTIME\tMEMORY\tTIMEOUT\tWARM\tBUSY\tPROV\tQUEUED\tOLDEST\tDLQ\tLAST MODIFIED\tURL")
 			for _, fn := range fns {
 				queued, oldest, dlq := "-", "-", "-"
 				if q := fn.Queue; q != nil {
@@ -128,8 +128,8 @@ func newLsCmd() *cobra.Command {
 						oldest = formatAge(q.OldestAgeSeconds)
 					}
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%d MB\t%d s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\n", fn.Name, fn.Runtime, fn.Memory, fn.Timeout,
-					fn.Instances.Warm, fn.Instances.Busy, queued, oldest, dlq, fn.LastModified.Local().Format(time.DateTime), fn.URL)
+				fmt.Fprintf(tw, "%s\t%s\t%d MB\t%d s\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\n", fn.Name, fn.Runtime, fn.Memory, fn.Timeout,
+					fn.Instances.Warm, fn.Instances.Busy, fn.Instances.Provisioned, queued, oldest, dlq, fn.LastModified.Local().Format(time.DateTime), fn.URL)
 			}
 			return tw.Flush()
 		},

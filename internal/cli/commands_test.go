@@ -296,11 +296,11 @@ func TestListRemoveUsageStatus(t *testing.T) {
 	if len(lines) != 2 {
 		t.Fatalf("ls printed %q, want a header and one row", stdout)
 	}
-	if got := strings.Fields(lines[0]); !reflect.DeepEqual(got, strings.Fields("NAME RUNTIME MEMORY TIMEOUT WARM BUSY QUEUED OLDEST DLQ LAST MODIFIED URL")) {
+	if got := strings.Fields(lines[0]); !reflect.DeepEqual(got, strings.Fields("NAME RUNTIME MEMORY TIMEOUT WARM BUSY PROV QUEUED OLDEST DLQ LAST MODIFIED URL")) {
 		t.Errorf("header=%q", lines[0])
 	}
 	row := strings.Fields(lines[1])
-	if len(row) != 14 || row[0] != "web" || row[1] != "node" || row[2] != "128" || row[4] != "3" || row[13] != srv.URL+"/fn/web/" {
+	if len(row) != 15 || row[0] != "web" || row[1] != "node" || row[2] != "128" || row[4] != "3" || row[14] != srv.URL+"/fn/web/" {
 		t.Errorf("row=%q", lines[1])
 	}
 
