@@ -2,6 +2,7 @@ package e2e_test
 
 import (
 	"archive/zip"
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -311,4 +312,57 @@ func TestDeployPreparesCode(t *testing.T) {
 		t.Errorf("compiled app: %v, want one app.*.pyc", pycs)
 	}
 	h.invokeOK("pyc", `{}`)
+}
+
+// TestLogsFollow follows a function's logs while it is invoked: each
+// invocation's lines arrive as it finishes, and the stream ends when the
+// client goes away.
+func TestLogsFollow(t *testing.T) {
+	h := startNode(t, node.Config{})
+	h.deployGoecho(model.Config{Name: "tail"})
+	h.invokeOK("tail", `{"action":"print","text":"before following"}`)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	rc, err := h.client.Logs(ctx, "tail", "", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	lines := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(rc)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	want := []string{"before following", "first while following", "second while following"}
+	h.invokeOK("tail", `{"action":"print","text":"first while following"}`)
+	h.invokeOK("tail", `{"action":"print","text":"second while following"}`)
+	deadline := time.After(10 * time.Second)
+	for len(want) > 0 {
+		select {
+		case line, ok := <-lines:
+			if !ok {
+				t.Fatalf("the log stream ended early; still waiting for %q", want)
+			}
+			if line == want[0] {
+				want = want[1:]
+			}
+		case <-deadline:
+			t.Fatalf("followed logs: still waiting for %q", want)
+		}
+	}
+	cancel()
+	end := time.After(5 * time.Second)
+	for {
+		select {
+		case _, ok := <-lines:
+			if !ok {
+				return
+			}
+		case <-end:
+			t.Fatal("the log stream did not end after the client went away")
+		}
+	}
 }
