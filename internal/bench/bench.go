@@ -531,4 +531,3 @@ func machine() Machine {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-

@@ -37,7 +37,7 @@ func (g *Gateway) functionURL(w http.ResponseWriter, r *http.Request) {
 		apierr.Write(w, err)
 		return
 	}
-	event, err := json.Marshal(urlEvent(r, body))
+	event, err := json.Marshal(urlEvent(r, body, fn.URLAuth == model.URLAuthToken))
 	if err != nil {
 		apierr.Write(w, err)
 		return
@@ -58,11 +58,20 @@ func (g *Gateway) functionURL(w http.ResponseWriter, r *http.Request) {
 	writeURLResult(w, resp.Payload)
 }
 
-func urlEvent(r *http.Request, body []byte) *events.LambdaFunctionURLRequest {
+// urlEvent builds the event. With stripAuth (url_auth: token) the admin
+// token is not passed on; otherwise the function sees every header, its own
+// Authorization included, as with Lambda's auth type NONE. Cookies travel in
+// the event's cookies field, as the client sent them.
+func urlEvent(r *http.Request, body []byte, stripAuth bool) *events.LambdaFunctionURLRequest {
 	path := "/" + r.PathValue("path")
+	raw := "/"
+	// rawPath keeps the client's escaping: what follows /fn/{name}.
+	if _, rest, ok := strings.Cut(strings.TrimPrefix(r.URL.EscapedPath(), "/fn/"), "/"); ok {
+		raw += rest
+	}
 	headers := make(map[string]string, len(r.Header)+1)
 	for k, v := range r.Header {
-		if strings.EqualFold(k, "Authorization") || strings.EqualFold(k, "Cookie") {
+		if (stripAuth && strings.EqualFold(k, "Authorization")) || strings.EqualFold(k, "Cookie") {
 			continue
 		}
 		headers[strings.ToLower(k)] = strings.Join(v, ",")
@@ -76,15 +85,19 @@ func urlEvent(r *http.Request, body []byte) *events.LambdaFunctionURLRequest {
 		}
 	}
 	var cookies []string
-	for _, c := range r.Cookies() {
-		cookies = append(cookies, c.Name+"="+c.Value)
+	for _, line := range r.Header.Values("Cookie") {
+		for _, c := range strings.Split(line, ";") {
+			if c = strings.TrimSpace(c); c != "" {
+				cookies = append(cookies, c)
+			}
+		}
 	}
 	ip, _, _ := net.SplitHostPort(r.RemoteAddr)
 	now := time.Now().UTC()
 	reqID := worker.NewRequestID()
 	ev := &events.LambdaFunctionURLRequest{
 		Version:               "2.0",
-		RawPath:               path,
+		RawPath:               raw,
 		RawQueryString:        r.URL.RawQuery,
 		Cookies:               cookies,
 		Headers:               headers,

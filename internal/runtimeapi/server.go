@@ -74,6 +74,7 @@ type Server struct {
 	closeOnce sync.Once
 
 	mu        sync.Mutex
+	active    *call           // the Invoke in progress, from its start until it returns
 	current   *call           // invocation handed out by /next, not yet answered
 	answered  map[string]bool // request ids already answered (recent ones)
 	initError *Result         // posted to /runtime/init/error
@@ -151,11 +152,14 @@ func (s *Server) Close() { s.closeOnce.Do(func() { close(s.closed) }) }
 // ends first; in each error case the invocation is withdrawn.
 func (s *Server) Invoke(ctx context.Context, inv *Invocation) (*Result, error) {
 	c := &call{inv: inv, result: make(chan *Result, 1)}
-	select {
-	case s.pending <- c:
-	default:
+	s.mu.Lock()
+	if s.active != nil {
+		s.mu.Unlock()
 		return nil, ErrBusy
 	}
+	s.active = c
+	s.mu.Unlock()
+	s.pending <- c // does not block: only the active call is ever pending
 	defer s.withdraw(c)
 	select {
 	case r := <-c.result:
@@ -183,6 +187,7 @@ func (s *Server) withdraw(c *call) {
 	if s.current == c {
 		s.current = nil
 	}
+	s.active = nil
 	s.mu.Unlock()
 }
 
@@ -231,17 +236,23 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (s *Server) next(w http.ResponseWriter, r *http.Request) {
 	s.readyOnce.Do(func() { close(s.ready) })
 	var c *call
-	select {
-	case c = <-s.pending:
-	case <-s.closed:
-		writeError(w, http.StatusInternalServerError, "ContainerError", "instance is shutting down")
-		return
-	case <-r.Context().Done():
-		return
+	for c == nil {
+		select {
+		case c = <-s.pending:
+		case <-s.closed:
+			writeError(w, http.StatusInternalServerError, "ContainerError", "instance is shutting down")
+			return
+		case <-r.Context().Done():
+			return
+		}
+		s.mu.Lock()
+		if s.active == c {
+			s.current = c
+		} else {
+			c = nil // withdrawn while we took it; wait for the next one
+		}
+		s.mu.Unlock()
 	}
-	s.mu.Lock()
-	s.current = c
-	s.mu.Unlock()
 
 	inv := c.inv
 	h := w.Header()
