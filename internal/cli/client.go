@@ -88,6 +88,7 @@ type UsageRow struct {
 	Errors      int64   `json:"errors"`
 	ColdStarts  int64   `json:"cold_starts"`
 	Throttles   int64   `json:"throttles"`
+	Provisioned int64   `json:"provisioned_invocations"`
 	BilledMs    int64   `json:"billed_ms"`
 	GBSeconds   float64 `json:"gb_seconds"`
 	CostUSD     float64 `json:"cost_usd"`

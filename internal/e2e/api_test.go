@@ -197,10 +197,14 @@ func TestRestartKeepsState(t *testing.T) {
 		t.Errorf("logs after restart: %s", msg)
 	}
 	h.invokeOK("keep", `{}`)
-	u, err := h.client.Usage(context.Background(), "keep")
-	if err != nil || u.Total.Invocations != 2 || u.Total.ColdStarts != 2 {
-		t.Errorf("usage after restart: %+v, %v; want 2 invocations, 2 cold starts", u.Total, err)
-	}
+	// Usage records are written after the response.
+	eventually(t, 5*time.Second, func() string {
+		u, err := h.client.Usage(context.Background(), "keep")
+		if err != nil || u.Total.Invocations != 2 || u.Total.ColdStarts != 2 {
+			return fmt.Sprintf("usage after restart: %+v, %v; want 2 invocations, 2 cold starts", u.Total, err)
+		}
+		return ""
+	})
 }
 
 // TestGracefulDrain closes a node while an invocation runs: it finishes,

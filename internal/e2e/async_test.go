@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/aloft-dev/aloft/internal/cli"
 	"github.com/aloft-dev/aloft/internal/model"
 	"github.com/aloft-dev/aloft/internal/node"
 	"github.com/aloft-dev/aloft/internal/queue"
@@ -106,10 +107,12 @@ func TestAsyncInvoke(t *testing.T) {
 			"ASYNC RequestId: "+id+" Disposition: on_success to nats results.ok")
 	})
 	// The usage record carries the attempt.
-	u, err := h.client.Usage(t.Context(), "slow")
-	if err != nil || u.Total.Invocations != 1 {
-		t.Errorf("usage = %+v, %v; want one invocation", u.Total, err)
-	}
+	h.waitUsage("slow", func(u cli.UsageRow) string {
+		if u.Invocations != 1 {
+			return fmt.Sprintf("usage = %+v; want one invocation", u)
+		}
+		return ""
+	})
 
 	// DryRun validates only; a too large event is refused.
 	if r := h.invoke("slow", `{}`, "X-Amz-Invocation-Type", "DryRun"); r.status != 204 {

@@ -315,3 +315,16 @@ func (h *harness) waitLogs(name string, subs ...string) {
 		return ""
 	})
 }
+
+// waitUsage waits until check passes on the function's usage totals
+// (function "" for all): records are written after the response returns.
+func (h *harness) waitUsage(name string, check func(cli.UsageRow) string) {
+	h.t.Helper()
+	eventually(h.t, 10*time.Second, func() string {
+		u, err := h.client.Usage(context.Background(), name)
+		if err != nil {
+			return err.Error()
+		}
+		return check(u.Total)
+	})
+}

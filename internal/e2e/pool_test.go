@@ -274,8 +274,9 @@ func TestPooledIsolation(t *testing.T) {
 	if got["cwd"] != "/var/task" {
 		t.Errorf("cwd = %v, want /var/task", got["cwd"])
 	}
-	if files := fmt.Sprint(got["files"]); files != "[data probe.py]" {
-		t.Errorf("task root holds %s, want [data probe.py]", files)
+	// __pycache__ is the function's own code, byte-compiled at deploy.
+	if files := fmt.Sprint(got["files"]); files != "[__pycache__ data probe.py]" {
+		t.Errorf("task root holds %s, want [__pycache__ data probe.py]", files)
 	}
 	if got["task_writable"] != false {
 		t.Errorf("task root writable = %v, want false", got["task_writable"])

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aloft-dev/aloft/internal/cli"
 	"github.com/aloft-dev/aloft/internal/model"
 	"github.com/aloft-dev/aloft/internal/node"
 )
@@ -118,10 +119,12 @@ func TestProvisionedConcurrency(t *testing.T) {
 		}
 		return ""
 	})
-	u, err := h.client.Usage(context.Background(), "prov")
-	if err != nil || u.Total.ColdStarts != 0 || u.Total.Invocations != 2 {
-		t.Errorf("usage %+v %v, want 2 invocations, no cold start", u.Total, err)
-	}
+	h.waitUsage("prov", func(u cli.UsageRow) string {
+		if u.ColdStarts != 0 || u.Invocations != 2 || u.Provisioned != 2 {
+			return fmt.Sprintf("usage %+v, want 2 invocations on provisioned instances, no cold start", u)
+		}
+		return ""
+	})
 }
 
 // TestMemoryBudget checks eviction of idle instances (least recently used

@@ -32,6 +32,7 @@ type Driver struct {
 	opts Options
 	log  *slog.Logger
 	cg   *cgroups
+	net  *network
 	iso  sandbox.Isolation
 	root string // empty mount point for instance roots
 
@@ -81,7 +82,7 @@ func probe(cgroupName string) (sandbox.Isolation, *cgroups, error) {
 		"unprivileged uid, no capabilities, no_new_privs",
 		"seccomp filter",
 		"cgroup " + v + " memory, pids and cpu limits",
-		"loopback-only network",
+		"loopback-only network by default",
 	}
 	return iso, cg, nil
 }
@@ -100,9 +101,15 @@ func New(opts Options) (*Driver, error) {
 	// One cgroup per state directory, so that drivers of different nodes or
 	// tests on one host never clean up each other's instances.
 	sum := sha256.Sum256([]byte(stateDir))
-	iso, cg, err := probe(opts.CgroupName + "/" + hex.EncodeToString(sum[:6]))
+	id := hex.EncodeToString(sum[:6])
+	iso, cg, err := probe(opts.CgroupName + "/" + id)
 	if err != nil {
 		return nil, err
+	}
+	log := opts.Logger.With("component", "sandbox", "driver", Name)
+	nw, err := newNetwork(opts.OutboundRange, id, log)
+	if err != nil {
+		return nil, fmt.Errorf("cannot create process driver: %w", err)
 	}
 	if err := cg.setup(); err != nil {
 		return nil, fmt.Errorf("cannot create process driver: %w", err)
@@ -110,14 +117,26 @@ func New(opts Options) (*Driver, error) {
 	if err := cg.cleanup(); err != nil {
 		return nil, fmt.Errorf("cannot clean up previous instances: %w", err)
 	}
+	// Network leftovers go after the processes: a dead namespace takes its
+	// veth along.
+	if err := nw.cleanup(); err != nil {
+		log.Warn("cannot clean up the network of previous instances", "err", err)
+	}
+	if err := nw.setup(); err != nil {
+		nw.err = err
+		iso.Missing = append(iso.Missing, "outbound network ("+err.Error()+")")
+	} else {
+		iso.Enabled = append(iso.Enabled, "outbound network on request (own veth and NAT; host and other instances unreachable)")
+	}
 	root := filepath.Join(stateDir, "root")
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		return nil, fmt.Errorf("cannot create process driver: %w", err)
 	}
 	return &Driver{
 		opts:      opts,
-		log:       opts.Logger.With("component", "sandbox", "driver", Name),
+		log:       log,
 		cg:        cg,
+		net:       nw,
 		iso:       iso,
 		root:      root,
 		instances: map[string]*Instance{},
@@ -147,6 +166,7 @@ type Instance struct {
 	srv     *http.Server
 	out     *sandbox.OutputPipe
 	ln      net.Listener
+	veth    string // host end of the outbound veth, if any
 	done    chan struct{}
 	status  sandbox.ExitStatus
 	statsMu sync.Mutex
@@ -157,8 +177,14 @@ type Instance struct {
 
 // Start starts an instance and returns once its runtime has been exec'd.
 func (d *Driver) Start(ctx context.Context, spec *sandbox.Spec) (sandbox.Instance, error) {
-	if spec.Network == model.NetworkOutbound {
-		return nil, ErrOutboundUnsupported
+	switch spec.Network {
+	case "", model.NetworkNone:
+	case model.NetworkOutbound:
+		if err := d.net.available(); err != nil {
+			return nil, fmt.Errorf("cannot start instance: %w: missing %w", ErrOutboundUnsupported, err)
+		}
+	default:
+		return nil, fmt.Errorf("cannot start instance: unknown network %q", spec.Network)
 	}
 	if spec.ID == "" || strings.ContainsAny(spec.ID, "/\x00") || spec.ID == "." || spec.ID == ".." {
 		return nil, fmt.Errorf("cannot start instance: bad id %q", spec.ID)
@@ -303,6 +329,13 @@ func (i *Instance) start(spec *sandbox.Spec) error {
 	i.ln = ln
 	i.srv = &http.Server{Handler: spec.RuntimeAPI, ReadHeaderTimeout: time.Minute}
 	go func() { _ = i.srv.Serve(ln) }()
+	if spec.Network == model.NetworkOutbound {
+		veth, err := d.net.attach(cmd.Process.Pid)
+		if err != nil {
+			return shimError(err)
+		}
+		i.veth = veth
+	}
 
 	// Let the shim drop privileges and exec; it closes errR on exec or
 	// writes why it could not.
@@ -406,6 +439,11 @@ func (i *Instance) Stop() error {
 		if i.srv != nil {
 			_ = i.srv.Close()
 		}
+		if i.veth != "" {
+			if err := i.d.net.detach(i.veth); err != nil {
+				errs = append(errs, err)
+			}
+		}
 		i.statsMu.Lock()
 		if i.cg != nil {
 			i.cg.stats()
@@ -444,6 +482,9 @@ func (d *Driver) Close() error {
 		errs = append(errs, err)
 	}
 	d.cg.teardown()
+	if err := d.net.cleanup(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 

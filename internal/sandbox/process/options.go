@@ -3,7 +3,9 @@
 // read-only view of the host's system directories, its code read-only at
 // /var/task, a private size-limited /tmp, an unprivileged uid without
 // capabilities, no_new_privs, a seccomp filter, and a cgroup that limits its
-// memory, processes and CPU share.
+// memory, processes and CPU share. Instances of functions with network
+// "outbound" also get a veth with NAT, filtered so that they reach neither
+// the host nor each other (see net_linux.go).
 //
 // The driver re-executes the current binary (/proc/self/exe) as a short-lived
 // init shim inside the new namespaces; the shim builds the filesystem view,
@@ -15,6 +17,7 @@ package process
 import (
 	"errors"
 	"log/slog"
+	"net/netip"
 )
 
 // Name is the driver's name.
@@ -29,6 +32,9 @@ const (
 	DefaultCgroupName = "aloft"
 )
 
+// DefaultOutboundRange is the default of Options.OutboundRange.
+var DefaultOutboundRange = netip.MustParsePrefix("10.231.0.0/16")
+
 // RuntimeAPIAddr is where the Runtime API listens inside every instance's
 // network namespace (each instance has its own loopback).
 const RuntimeAPIAddr = "127.0.0.1:9001"
@@ -39,9 +45,10 @@ const (
 	RuntimeRoot = "/var/runtime"
 )
 
-// ErrOutboundUnsupported is returned by Start for a function with network
-// "outbound": the isolating driver gives instances loopback only.
-var ErrOutboundUnsupported = errors.New("network \"outbound\" is not supported by the process sandbox yet (instances get loopback only)")
+// ErrOutboundUnsupported is returned (wrapped, with what is missing) by
+// Start for a function with network "outbound" when this host cannot give
+// instances an outbound network (see Isolation().Missing).
+var ErrOutboundUnsupported = errors.New("network \"outbound\" is unavailable on this host")
 
 // Options configure a Driver. The zero value of every field but StateDir
 // means its default.
@@ -57,6 +64,11 @@ type Options struct {
 	UID, GID int
 	// PidsMax is the limit of processes and threads per instance. Default 1024.
 	PidsMax int
+	// OutboundRange is the IPv4 range out of which instances with network
+	// "outbound" get a /30 each (the host end of their veth and their own
+	// address). It must not be used elsewhere on the host or its networks.
+	// Default 10.231.0.0/16.
+	OutboundRange netip.Prefix
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
@@ -73,6 +85,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.PidsMax <= 0 {
 		o.PidsMax = DefaultPidsMax
+	}
+	if !o.OutboundRange.IsValid() {
+		o.OutboundRange = DefaultOutboundRange
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()

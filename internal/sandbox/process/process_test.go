@@ -585,7 +585,7 @@ func TestStartErrors(t *testing.T) {
 		edit func(*sandbox.Spec)
 		want string
 	}{
-		{"outbound network", func(s *sandbox.Spec) { s.Network = "outbound" }, ErrOutboundUnsupported.Error()},
+		{"unknown network", func(s *sandbox.Spec) { s.Network = "bridge" }, `unknown network "bridge"`},
 		{"missing command", func(s *sandbox.Spec) { s.Args = []string{"/var/task/nope"} }, "cannot exec /var/task/nope"},
 		{"command not on PATH", func(s *sandbox.Spec) { s.Args = []string{"nope"} }, `cannot find "nope" on PATH`},
 		{"missing code dir", func(s *sandbox.Spec) { s.CodeDir = "/nonexistent/code" }, "cannot mount code"},

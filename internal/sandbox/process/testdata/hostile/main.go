@@ -92,6 +92,39 @@ func run(op string) string {
 			c.Close()
 		}
 		return result("", err)
+	case "talk": // talk:HOST:PORT: read the server's first line
+		c, err := net.DialTimeout("tcp", arg, 2*time.Second)
+		if err != nil {
+			return result("", err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		b := make([]byte, 256)
+		n, err := c.Read(b)
+		return result(strings.TrimSpace(string(b[:n])), err)
+	case "serve": // serve:PORT: answer "from REMOTE" on every address, in the background
+		ln, err := net.Listen("tcp", ":"+arg)
+		if err != nil {
+			return result("", err)
+		}
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				fmt.Fprintf(c, "from %s\n", c.RemoteAddr().(*net.TCPAddr).IP)
+				c.Close()
+			}
+		}()
+		return result(ln.Addr().String(), nil)
+	case "addrs": // the instance's interface addresses
+		addrs, err := net.InterfaceAddrs()
+		var s []string
+		for _, a := range addrs {
+			s = append(s, a.String())
+		}
+		return result(strings.Join(s, " "), err)
 	case "mount":
 		os.MkdirAll("/tmp/m", 0o755)
 		return result("", syscall.Mount("tmpfs", "/tmp/m", "tmpfs", 0, ""))
