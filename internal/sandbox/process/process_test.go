@@ -432,7 +432,9 @@ func TestOutOfMemory(t *testing.T) {
 	if !st.OutOfMemory || st.Signal != "killed" {
 		t.Errorf("exit: got %+v, want OutOfMemory, signal killed", st)
 	}
-	if peak := r.inst.Stats().MaxMemoryBytes; peak < 60<<20 || peak > 64<<20 {
+	// cgroup v1 may charge a page or two past the limit before the OOM
+	// killer acts; the worker reports at most the function's memory.
+	if peak := r.inst.Stats().MaxMemoryBytes; peak < 60<<20 || peak > 64<<20+64<<10 {
 		t.Errorf("peak memory: got %d, want close to 64 MiB", peak)
 	}
 	if got := neighbour.invoke(t, "echo:n"); got != "ok: n" {
