@@ -3,11 +3,15 @@ package e2e_test
 import (
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/aloft-dev/aloft/internal/model"
 	"github.com/aloft-dev/aloft/internal/triggers"
@@ -140,5 +144,218 @@ func TestNATSTrigger(t *testing.T) {
 	}
 	if len(evs) != 2 {
 		t.Errorf("%d events, want 2", len(evs))
+	}
+}
+
+// startExternalNATS starts a second NATS server, with JetStream, listening
+// on a random port of 127.0.0.1 — a server outside the node — and returns
+// it with its client URL.
+func startExternalNATS(t *testing.T) (*server.Server, string) {
+	t.Helper()
+	ns, err := server.NewServer(&server.Options{
+		ServerName: "external", Host: "127.0.0.1", Port: server.RANDOM_PORT,
+		JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(30 * time.Second) {
+		ns.Shutdown()
+		t.Fatal("the external nats server did not become ready")
+	}
+	t.Cleanup(func() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+	})
+	return ns, ns.ClientURL()
+}
+
+// messageEvents returns the MessageEvents a printEvent function logged.
+func messageEvents(t *testing.T, logs string) []triggers.MessageEvent {
+	t.Helper()
+	var out []triggers.MessageEvent
+	for _, e := range events(logs) {
+		var ev triggers.MessageEvent
+		if err := json.Unmarshal([]byte(e), &ev); err != nil {
+			t.Fatalf("event %s: %v", e, err)
+		}
+		out = append(out, ev)
+	}
+	return out
+}
+
+// TestNATSTriggerExternalURL checks a nats trigger with url: it takes the
+// messages of the external server, with subject, data and headers, and not
+// those of the embedded server on the same subject.
+func TestNATSTriggerExternalURL(t *testing.T) {
+	_, url := startExternalNATS(t)
+	ext, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ext.Close()
+
+	h := startNode(t, asyncConfig())
+	h.deployFiles(model.Config{Name: "extsub", Runtime: model.RuntimePython, Handler: "main.handler",
+		Triggers: []model.Trigger{{Type: model.TriggerNATS, Subject: "ext.>", URL: url}}}, printEvent)
+	eventually(t, 30*time.Second, func() string {
+		ext.Publish("ext.probe", []byte("probe"))
+		time.Sleep(200 * time.Millisecond)
+		if !strings.Contains(h.logs("extsub"), `"ext.probe"`) {
+			return "the trigger takes no messages from the external server"
+		}
+		return ""
+	})
+
+	// On the embedded server first: published before the external message
+	// and on the same subject space, it must not be taken.
+	if err := h.node.NATS().Publish("ext.embedded", []byte("wrong server")); err != nil {
+		t.Fatal(err)
+	}
+	h.node.NATS().Flush()
+	m := nats.NewMsg("ext.orders.new")
+	m.Data = []byte(`{"id":7}`)
+	m.Header.Set("Trace", "xyz")
+	m.Header.Add("Multi", "a")
+	m.Header.Add("Multi", "b")
+	if err := ext.PublishMsg(m); err != nil {
+		t.Fatal(err)
+	}
+	if err := ext.Publish("ext.bin", []byte{0x80, 0x81}); err != nil {
+		t.Fatal(err)
+	}
+	ext.Flush()
+
+	bySubject := map[string][]triggers.MessageEvent{}
+	eventually(t, 30*time.Second, func() string {
+		time.Sleep(200 * time.Millisecond) // each logs read costs the node a JetStream consumer
+		clear(bySubject)
+		for _, ev := range messageEvents(t, h.logs("extsub")) {
+			bySubject[ev.Subject] = append(bySubject[ev.Subject], ev)
+		}
+		if len(bySubject["ext.orders.new"]) == 0 || len(bySubject["ext.bin"]) == 0 {
+			return "the external messages were not invoked; logs:\n" + h.logs("extsub")
+		}
+		return ""
+	})
+	if evs := bySubject["ext.orders.new"]; len(evs) != 1 {
+		t.Errorf("ext.orders.new invoked %d times, want once", len(evs))
+	} else if ev := evs[0]; ev.Source != "aloft.nats" || ev.Data != `{"id":7}` || ev.IsBase64Encoded ||
+		strings.Join(ev.Headers["Trace"], ",") != "xyz" || strings.Join(ev.Headers["Multi"], ",") != "a,b" {
+		t.Errorf("event %+v, want source aloft.nats, data {\"id\":7}, headers Trace: xyz and Multi: a, b", ev)
+	}
+	if evs := bySubject["ext.bin"]; len(evs) != 1 || !evs[0].IsBase64Encoded ||
+		evs[0].Data != base64.StdEncoding.EncodeToString([]byte{0x80, 0x81}) {
+		t.Errorf("binary events %+v, want one with base64 data", evs)
+	}
+	if evs := bySubject["ext.embedded"]; len(evs) != 0 {
+		t.Errorf("a message of the embedded server invoked the function: %+v", evs)
+	}
+}
+
+// TestNATSTriggerDurable checks a nats trigger with durable on an
+// external server's stream: messages published while the node is down are
+// invoked, each once, when it is back.
+func TestNATSTriggerDurable(t *testing.T) {
+	_, url := startExternalNATS(t)
+	ext, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ext.Close()
+	js, err := jetstream.New(ext)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The stream is the user's: the trigger finds the one holding its subject.
+	if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: "JOBS", Subjects: []string{"jobs.>"}}); err != nil {
+		t.Fatal(err)
+	}
+
+	h := startNode(t, asyncConfig())
+	h.deployFiles(model.Config{Name: "jobs", Runtime: model.RuntimePython, Handler: "main.handler",
+		Triggers: []model.Trigger{{Type: model.TriggerNATS, Subject: "jobs.>", URL: url, Durable: "jobs-worker"}}}, printEvent)
+	// The consumer starts with the messages published after it exists:
+	// probe until one is taken.
+	eventually(t, 30*time.Second, func() string {
+		if _, err := js.Publish(t.Context(), "jobs.probe", []byte("probe")); err != nil {
+			return err.Error()
+		}
+		time.Sleep(200 * time.Millisecond)
+		if !strings.Contains(h.logs("jobs"), `"jobs.probe"`) {
+			return "the durable trigger takes no messages"
+		}
+		return ""
+	})
+	cons, err := js.Consumer(t.Context(), "JOBS", "jobs-worker")
+	if err != nil {
+		t.Fatalf("the durable consumer: %v", err)
+	}
+	// Let the probes settle so none is in flight when the node stops.
+	eventually(t, 30*time.Second, func() string {
+		ci, err := cons.Info(t.Context())
+		if err != nil {
+			return err.Error()
+		}
+		if ci.NumPending != 0 || ci.NumAckPending != 0 {
+			return fmt.Sprintf("consumer has %d pending and %d unacknowledged", ci.NumPending, ci.NumAckPending)
+		}
+		return ""
+	})
+
+	h.stop()
+	const n = 5
+	for i := range n {
+		m := nats.NewMsg(fmt.Sprintf("jobs.%d", i))
+		m.Data = []byte(fmt.Sprintf(`{"job":%d}`, i))
+		m.Header.Set("Job", strconv.Itoa(i))
+		if _, err := js.PublishMsg(t.Context(), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.start()
+
+	count := map[string]int{}
+	eventually(t, 30*time.Second, func() string {
+		time.Sleep(200 * time.Millisecond) // each logs read costs the node a JetStream consumer
+		clear(count)
+		for _, ev := range messageEvents(t, h.logs("jobs")) {
+			if ev.Subject != "jobs.probe" {
+				count[ev.Subject]++
+			}
+		}
+		if len(count) < n {
+			return fmt.Sprintf("%d of %d messages published while the node was down were invoked; logs:\n%s", len(count), n, h.logs("jobs"))
+		}
+		return ""
+	})
+	eventually(t, 10*time.Second, func() string {
+		ci, err := cons.Info(t.Context())
+		if err != nil {
+			return err.Error()
+		}
+		if ci.NumPending != 0 || ci.NumAckPending != 0 {
+			return fmt.Sprintf("consumer has %d pending and %d unacknowledged after the node took them", ci.NumPending, ci.NumAckPending)
+		}
+		return ""
+	})
+	time.Sleep(time.Second) // a duplicate would show up by now
+	clear(count)
+	for _, ev := range messageEvents(t, h.logs("jobs")) {
+		if ev.Subject == "jobs.probe" {
+			continue
+		}
+		count[ev.Subject]++
+		var i int
+		fmt.Sscanf(ev.Subject, "jobs.%d", &i)
+		if ev.Data != fmt.Sprintf(`{"job":%d}`, i) || strings.Join(ev.Headers["Job"], ",") != strconv.Itoa(i) {
+			t.Errorf("event %+v, want the message's data and Job header", ev)
+		}
+	}
+	for i := range n {
+		if s := fmt.Sprintf("jobs.%d", i); count[s] != 1 {
+			t.Errorf("%s invoked %d times, want once", s, count[s])
+		}
 	}
 }

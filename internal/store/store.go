@@ -318,10 +318,20 @@ func (s *Store) read(ctx context.Context, stream, subject string, since time.Tim
 		}
 		last = m.Sequence
 	}
+	// A read leaves no consumer behind: it is deleted on return, and the
+	// server drops it after a short inactivity if this process dies first.
+	cfg.InactiveThreshold = 30 * time.Second
 	cons, err := s.js.OrderedConsumer(ctx, stream, cfg)
 	if err != nil {
 		return err
 	}
+	defer func() {
+		if info := cons.CachedInfo(); info != nil {
+			dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			s.js.DeleteConsumer(dctx, stream, info.Name)
+		}
+	}()
 	for {
 		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(500*time.Millisecond))
 		if err != nil {

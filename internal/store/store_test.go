@@ -405,3 +405,38 @@ func TestTwoStores(t *testing.T) {
 		}
 	}
 }
+
+// TestReadsLeaveNoConsumer: reading logs and usage many times does not
+// pile up consumers on the streams (a server limit would fail reads).
+func TestReadsLeaveNoConsumer(t *testing.T) {
+	s, _ := open(t, t.TempDir())
+	js := s.JetStream()
+	ctx := context.Background()
+	if err := s.AppendLog("f", []byte("line\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for range 50 {
+		if err := s.Logs(ctx, "f", time.Time{}, false, func([]byte) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Usage(ctx, "", func(*model.Usage) {}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range []string{"ALOFT_LOGS", "ALOFT_USAGE"} {
+		st, err := js.Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := st.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State.Consumers != 0 {
+			t.Errorf("%s has %d consumers after the reads, want 0", name, info.State.Consumers)
+		}
+	}
+}
