@@ -15,10 +15,15 @@ import (
 	"github.com/aloft-dev/aloft/internal/sandbox/plain"
 )
 
-// benchDrivers are the isolating driver and, as the baseline in the same
-// run, the plain one.
+// benchDrivers are the isolating driver with its pool of pre-forked inits
+// (the default), the isolating driver without a pool, and, as the baseline
+// in the same run, the plain driver.
 func benchDrivers(b *testing.B) map[string]sandbox.Driver {
-	return map[string]sandbox.Driver{"process": newDriver(b, Options{}), "plain": &plain.Driver{}}
+	return map[string]sandbox.Driver{
+		"process":          newDriver(b, Options{}),
+		"process-unpooled": newDriver(b, Options{Prewarm: -1}),
+		"plain":            &plain.Driver{},
+	}
 }
 
 func benchSpec(b *testing.B, d sandbox.Driver, code string, n int) *sandbox.Spec {
@@ -34,14 +39,25 @@ func benchSpec(b *testing.B, d sandbox.Driver, code string, n int) *sandbox.Spec
 
 // BenchmarkColdStart measures Start to the runtime's first GET /next for the
 // Go hostile runtime (a small static Go bootstrap), and reports the median.
+// "process" is a start that finds a pre-forked init in the pool: between
+// iterations, with the timer stopped, it waits until the pool is full again,
+// so every iteration takes a pooled init. "process-unpooled" forks the init
+// in Start (what every start paid before the pool, and what a start pays
+// when a burst empties the pool).
 func BenchmarkColdStart(b *testing.B) {
 	needIsolation(b)
 	code := codeDir(b, map[string]string{"bootstrap": hostileBinary(b)})
-	for _, name := range []string{"process", "plain"} {
-		d := benchDrivers(b)[name]
+	drivers := benchDrivers(b)
+	for _, name := range []string{"process", "process-unpooled", "plain"} {
+		d := drivers[name]
 		b.Run(name, func(b *testing.B) {
 			var times []time.Duration
 			for n := 0; b.Loop(); n++ {
+				if pd, ok := d.(*Driver); ok && pd.pool != nil {
+					b.StopTimer()
+					waitPool(b, pd)
+					b.StartTimer()
+				}
 				spec := benchSpec(b, d, code, n)
 				t0 := time.Now()
 				inst, err := d.Start(context.Background(), spec)
@@ -68,8 +84,9 @@ func BenchmarkColdStart(b *testing.B) {
 func BenchmarkWarmInvoke(b *testing.B) {
 	needIsolation(b)
 	code := codeDir(b, map[string]string{"bootstrap": hostileBinary(b)})
+	drivers := benchDrivers(b)
 	for _, name := range []string{"process", "plain"} {
-		d := benchDrivers(b)[name]
+		d := drivers[name]
 		b.Run(name, func(b *testing.B) {
 			spec := benchSpec(b, d, code, 0)
 			inst, err := d.Start(context.Background(), spec)

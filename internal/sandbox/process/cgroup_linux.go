@@ -356,6 +356,17 @@ func (g *instanceCgroup) resize(memMB int) error {
 	return nil
 }
 
+// resetStats zeroes the peak memory and CPU time counters where the
+// kernel allows it (v1), so that a pooled init's own start-up is not billed
+// to the function it becomes. Best effort: v2 has no such reset.
+func (g *instanceCgroup) resetStats() {
+	if g.v2 {
+		return
+	}
+	_ = writeFile(filepath.Join(g.memory, "memory.max_usage_in_bytes"), "0")
+	_ = writeFile(filepath.Join(g.cpuacct, "cpuacct.usage"), "0")
+}
+
 // attach moves pid into the instance's cgroup in every hierarchy (v1; on v2
 // the process is cloned straight into it).
 func (g *instanceCgroup) attach(pid int) error {

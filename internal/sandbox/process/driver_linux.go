@@ -4,6 +4,7 @@ package process
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -19,6 +20,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -35,9 +37,16 @@ type Driver struct {
 	net  *network
 	iso  sandbox.Isolation
 	root string // empty mount point for instance roots
+	base []byte // initBase JSON, the same for every init
+	pool *pool  // pre-forked inits; nil when Options.Prewarm < 0
+
+	// run and seq name the instances' cgroups: unique across runs on the
+	// same state directory, so a name never refers to a leftover.
+	run string
+	seq atomic.Int64
 
 	mu        sync.Mutex
-	instances map[string]*Instance
+	instances map[string]*Instance // nil value: id reserved by a Start in progress
 	closed    bool
 }
 
@@ -132,15 +141,29 @@ func New(opts Options) (*Driver, error) {
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		return nil, fmt.Errorf("cannot create process driver: %w", err)
 	}
-	return &Driver{
+	base, err := json.Marshal(initBase{Root: root, UID: opts.UID, GID: opts.GID})
+	if err != nil {
+		return nil, fmt.Errorf("cannot create process driver: %w", err)
+	}
+	var run [4]byte
+	if _, err := rand.Read(run[:]); err != nil {
+		return nil, fmt.Errorf("cannot create process driver: %w", err)
+	}
+	d := &Driver{
 		opts:      opts,
 		log:       log,
 		cg:        cg,
 		net:       nw,
 		iso:       iso,
 		root:      root,
+		base:      base,
+		run:       hex.EncodeToString(run[:]),
 		instances: map[string]*Instance{},
-	}, nil
+	}
+	if opts.Prewarm > 0 {
+		d.pool = newPool(d, opts.Prewarm)
+	}
+	return d, nil
 }
 
 // Name returns "process".
@@ -157,16 +180,21 @@ func (d *Driver) Paths(spec *sandbox.Spec) (taskRoot, runtimeRoot string) {
 	return TaskRoot, RuntimeRoot
 }
 
-// Instance is one isolated instance.
+// Instance is one isolated instance. Until Start configures it, it is an
+// init waiting for its function (in the pool, or just forked by Start).
 type Instance struct {
 	d       *Driver
-	id      string
+	id      string // spec.ID; empty while pooled
+	pooled  bool   // the init came from the pool (set by Start)
 	cmd     *exec.Cmd
 	cg      *instanceCgroup
 	srv     *http.Server
+	api     *lateHandler // srv's handler: spec.RuntimeAPI once configured
 	out     *sandbox.OutputPipe
-	ln      net.Listener
-	veth    string // host end of the outbound veth, if any
+	output  *lateWriter // out's writer: spec.Output once configured
+	cfgW    *os.File    // write end of the config pipe (the shim's fdSync)
+	errR    *os.File    // read end of the error pipe (the shim's fdErr)
+	veth    string      // host end of the outbound veth, if any
 	done    chan struct{}
 	status  sandbox.ExitStatus
 	statsMu sync.Mutex
@@ -175,7 +203,9 @@ type Instance struct {
 	stopErr  error
 }
 
-// Start starts an instance and returns once its runtime has been exec'd.
+// Start starts an instance and returns once its runtime has been exec'd. It
+// takes a pre-forked init from the pool when one is ready and forks one
+// otherwise; either way the init gets its configuration the same way.
 func (d *Driver) Start(ctx context.Context, spec *sandbox.Spec) (sandbox.Instance, error) {
 	switch spec.Network {
 	case "", model.NetworkNone:
@@ -204,64 +234,81 @@ func (d *Driver) Start(ctx context.Context, spec *sandbox.Spec) (sandbox.Instanc
 		d.mu.Unlock()
 		return nil, fmt.Errorf("cannot start instance: id %q in use", spec.ID)
 	}
-	inst := &Instance{d: d, id: spec.ID, done: make(chan struct{})}
-	d.instances[spec.ID] = inst
+	d.instances[spec.ID] = nil
 	d.mu.Unlock()
 
-	if err := inst.start(spec); err != nil {
+	inst := d.pool.take()
+	if inst != nil {
+		inst.pooled = true
+	} else {
+		var err error
+		if inst, err = d.spawn(memoryMB(spec.MemoryMB)); err != nil {
+			d.mu.Lock()
+			delete(d.instances, spec.ID)
+			d.mu.Unlock()
+			return nil, fmt.Errorf("cannot start instance: %w", err)
+		}
+	}
+	d.mu.Lock()
+	closed := d.closed
+	if !closed {
+		inst.id = spec.ID
+		d.instances[spec.ID] = inst
+	} else {
+		delete(d.instances, spec.ID)
+	}
+	d.mu.Unlock()
+	if closed {
+		inst.Stop()
+		return nil, errors.New("cannot start instance: driver closed")
+	}
+	if err := inst.configure(spec); err != nil {
 		inst.Stop()
 		return nil, fmt.Errorf("cannot start instance: %w", err)
 	}
 	return inst, nil
 }
 
-func (i *Instance) start(spec *sandbox.Spec) error {
+func memoryMB(mb int) int {
+	if mb <= 0 {
+		return 128
+	}
+	return mb
+}
+
+// spawn forks an init into new namespaces and a new cgroup with a memory
+// limit of memMB, opens the Runtime API listener in its network namespace,
+// and leaves it waiting for its configuration.
+func (d *Driver) spawn(memMB int) (*Instance, error) {
+	i := &Instance{d: d, done: make(chan struct{}), api: &lateHandler{}, output: &lateWriter{}}
+	if err := i.spawn(memMB); err != nil {
+		i.Stop()
+		return nil, err
+	}
+	return i, nil
+}
+
+func (i *Instance) spawn(memMB int) error {
 	d := i.d
-	mem := spec.MemoryMB
-	if mem <= 0 {
-		mem = 128
-	}
-	tmp := spec.TmpMB
-	if tmp <= 0 {
-		tmp = DefaultTmpMB
-	}
-	out := spec.Output
-	if out == nil {
-		out = io.Discard
-	}
-	cg, err := d.cg.create(spec.ID, mem, d.opts.PidsMax)
+	name := fmt.Sprintf("%s-%d", d.run, d.seq.Add(1))
+	cg, err := d.cg.create(name, memMB, d.opts.PidsMax)
 	if err != nil {
 		return err
 	}
 	i.cg = cg
 
-	env := make([]string, 0, len(spec.Env)+1)
-	for _, kv := range spec.Env {
-		if !strings.HasPrefix(kv, "AWS_LAMBDA_RUNTIME_API=") {
-			env = append(env, kv)
-		}
-	}
-	env = append(env, "AWS_LAMBDA_RUNTIME_API="+RuntimeAPIAddr)
-	cfg, err := json.Marshal(initConfig{
-		Root: d.root, CodeDir: spec.CodeDir, RuntimeDir: spec.RuntimeDir, TmpMB: tmp,
-		UID: d.opts.UID, GID: d.opts.GID, Args: spec.Args, Env: env,
-	})
-	if err != nil {
-		return err
-	}
-
 	syncR, syncW, err := os.Pipe()
 	if err != nil {
 		return err
 	}
-	defer syncW.Close() // releases the shim if we return early; it then fails
+	i.cfgW = syncW
 	errR, errW, err := os.Pipe()
 	if err != nil {
 		syncR.Close()
 		return err
 	}
-	defer errR.Close()
-	outPipe, outW, err := sandbox.NewOutputPipe(out)
+	i.errR = errR
+	outPipe, outW, err := sandbox.NewOutputPipe(i.output)
 	if err != nil {
 		syncR.Close()
 		errW.Close()
@@ -281,7 +328,6 @@ func (i *Instance) start(spec *sandbox.Spec) error {
 			syncR.Close()
 			errW.Close()
 			outW.Close()
-			outPipe.Close()
 			return fmt.Errorf("cannot open cgroup: %w", err)
 		}
 		defer dir.Close()
@@ -290,8 +336,8 @@ func (i *Instance) start(spec *sandbox.Spec) error {
 	}
 	cmd := &exec.Cmd{
 		Path:        "/proc/self/exe",
-		Args:        []string{initArg0, spec.ID},
-		Env:         []string{initEnv + "=" + string(cfg)},
+		Args:        []string{initArg0, name},
+		Env:         []string{initEnv + "=" + string(d.base)},
 		Stdout:      outW,
 		Stderr:      outW,
 		ExtraFiles:  []*os.File{syncR, errW},
@@ -302,45 +348,92 @@ func (i *Instance) start(spec *sandbox.Spec) error {
 	errW.Close()
 	outW.Close()
 	if err != nil {
-		outPipe.Close()
 		return fmt.Errorf("cannot start sandbox init: %w", err)
 	}
 	i.cmd = cmd
 	go i.wait()
 
-	// If the shim failed on its own, its message says why better than
-	// whatever the failure made us trip on.
-	shimError := func(err error) error {
-		_ = cmd.Process.Kill()
-		if msg, _ := io.ReadAll(errR); len(msg) > 0 {
-			return fmt.Errorf("sandbox init: %s", msg)
-		}
-		return err
-	}
 	if !cg.v2 {
 		if err := cg.attach(cmd.Process.Pid); err != nil {
-			return shimError(err)
+			return i.shimError(err)
 		}
 	}
 	ln, err := listenInNetns(cmd.Process.Pid)
 	if err != nil {
-		return shimError(err)
+		return i.shimError(err)
 	}
-	i.ln = ln
-	i.srv = &http.Server{Handler: spec.RuntimeAPI, ReadHeaderTimeout: time.Minute}
+	i.srv = &http.Server{Handler: i.api, ReadHeaderTimeout: time.Minute}
 	go func() { _ = i.srv.Serve(ln) }()
+	return nil
+}
+
+// shimError kills the init and returns why it failed: its own message when
+// it wrote one (it says why better than whatever the failure made us trip
+// on), err otherwise.
+func (i *Instance) shimError(err error) error {
+	_ = i.cmd.Process.Kill()
+	if msg, _ := io.ReadAll(i.errR); len(msg) > 0 {
+		return fmt.Errorf("sandbox init: %s", msg)
+	}
+	return err
+}
+
+// configure makes the waiting init the instance of spec: its cgroup gets
+// the spec's limits, its listener the spec's Runtime API and its output the
+// spec's writer, it gets an outbound network if asked for, and then its
+// configuration, after which it mounts the code and execs the runtime.
+func (i *Instance) configure(spec *sandbox.Spec) error {
+	d := i.d
+	tmp := spec.TmpMB
+	if tmp <= 0 {
+		tmp = DefaultTmpMB
+	}
+	out := spec.Output
+	if out == nil {
+		out = io.Discard
+	}
+	i.statsMu.Lock()
+	err := i.cg.resize(memoryMB(spec.MemoryMB))
+	i.cg.resetStats()
+	i.statsMu.Unlock()
+	if err != nil {
+		return i.shimError(err)
+	}
+	i.output.set(out)
+	if spec.RuntimeAPI != nil {
+		i.api.set(spec.RuntimeAPI)
+	}
 	if spec.Network == model.NetworkOutbound {
-		veth, err := d.net.attach(cmd.Process.Pid)
+		veth, err := d.net.attach(i.cmd.Process.Pid)
 		if err != nil {
-			return shimError(err)
+			return i.shimError(err)
 		}
 		i.veth = veth
 	}
 
-	// Let the shim drop privileges and exec; it closes errR on exec or
-	// writes why it could not.
-	syncW.Close()
-	msg, err := io.ReadAll(errR)
+	env := make([]string, 0, len(spec.Env)+1)
+	for _, kv := range spec.Env {
+		if !strings.HasPrefix(kv, "AWS_LAMBDA_RUNTIME_API=") {
+			env = append(env, kv)
+		}
+	}
+	env = append(env, "AWS_LAMBDA_RUNTIME_API="+RuntimeAPIAddr)
+	cfg, err := json.Marshal(initConfig{
+		CodeDir: spec.CodeDir, RuntimeDir: spec.RuntimeDir, TmpMB: tmp, Args: spec.Args, Env: env,
+	})
+	if err != nil {
+		return i.shimError(err)
+	}
+	// The shim reads the config to EOF, then mounts and execs; it closes its
+	// error pipe on exec or writes why it could not.
+	_, err = i.cfgW.Write(cfg)
+	if cerr := i.cfgW.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return i.shimError(fmt.Errorf("cannot send the sandbox config: %w", err))
+	}
+	msg, err := io.ReadAll(i.errR)
 	if err != nil {
 		return fmt.Errorf("cannot read sandbox init status: %w", err)
 	}
@@ -348,6 +441,44 @@ func (i *Instance) start(spec *sandbox.Spec) error {
 		return fmt.Errorf("sandbox init: %s", msg)
 	}
 	return nil
+}
+
+// exited reports whether the init has exited.
+func (i *Instance) exited() bool {
+	select {
+	case <-i.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// lateHandler serves the Runtime API handler set once the instance is
+// configured; nothing in the namespace can connect before that.
+type lateHandler struct{ h atomic.Pointer[http.Handler] }
+
+func (l *lateHandler) set(h http.Handler) { l.h.Store(&h) }
+
+func (l *lateHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h := l.h.Load(); h != nil {
+		(*h).ServeHTTP(w, r)
+		return
+	}
+	http.Error(w, "instance not started", http.StatusServiceUnavailable)
+}
+
+// lateWriter writes to the writer set once the instance is configured and
+// discards before (a waiting init writes nothing; its errors go through the
+// error pipe).
+type lateWriter struct{ w atomic.Pointer[io.Writer] }
+
+func (l *lateWriter) set(w io.Writer) { l.w.Store(&w) }
+
+func (l *lateWriter) Write(p []byte) (int, error) {
+	if w := l.w.Load(); w != nil {
+		return (*w).Write(p)
+	}
+	return len(p), nil
 }
 
 // wait reaps the instance's init and records how it ended. Output still in
@@ -435,6 +566,13 @@ func (i *Instance) Stop() error {
 			case <-time.After(10 * time.Second):
 				errs = append(errs, errors.New("cannot stop instance: init did not exit"))
 			}
+		} else if i.out != nil {
+			i.out.Close()
+		}
+		for _, f := range []*os.File{i.cfgW, i.errR} {
+			if f != nil {
+				_ = f.Close()
+			}
 		}
 		if i.srv != nil {
 			_ = i.srv.Close()
@@ -456,23 +594,31 @@ func (i *Instance) Stop() error {
 			close(i.done)
 		}
 		i.d.mu.Lock()
-		delete(i.d.instances, i.id)
+		if i.id != "" && i.d.instances[i.id] == i {
+			delete(i.d.instances, i.id)
+		}
 		i.d.mu.Unlock()
 		i.stopErr = errors.Join(errs...)
 	})
 	return i.stopErr
 }
 
-// Close stops every instance and removes the driver's cgroup.
+// Close stops the pooled inits and every instance and removes the driver's
+// cgroup.
 func (d *Driver) Close() error {
 	d.mu.Lock()
 	d.closed = true
 	insts := make([]*Instance, 0, len(d.instances))
 	for _, i := range d.instances {
-		insts = append(insts, i)
+		if i != nil {
+			insts = append(insts, i)
+		}
 	}
 	d.mu.Unlock()
 	var errs []error
+	if err := d.pool.close(); err != nil {
+		errs = append(errs, err)
+	}
 	for _, i := range insts {
 		if err := i.Stop(); err != nil {
 			errs = append(errs, err)

@@ -18,9 +18,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// initEnv carries the shim's configuration (JSON) from the driver to the
-// re-executed binary. The runtime never sees it: the shim execs the runtime
-// with the instance's own environment.
+// initEnv carries the driver-wide part of the shim's configuration
+// (initBase, JSON) from the driver to the re-executed binary. The runtime
+// never sees it: the shim execs the runtime with the instance's own
+// environment.
 const initEnv = "_ALOFT_SANDBOX_INIT"
 
 // initArg0 is the shim's argv[0], for ps output on the host.
@@ -28,17 +29,25 @@ const initArg0 = "aloft-sandbox-init"
 
 // Descriptors the driver passes to the shim.
 const (
-	fdSync = 3 // read end; EOF means "the Runtime API listens, go on"
+	// fdSync is the read end of the config pipe: the driver writes the
+	// instance's initConfig (JSON) and closes it once the shim is in its
+	// cgroup and the Runtime API listens in its network namespace.
+	fdSync = 3
 	fdErr  = 4 // write end, close-on-exec; a setup error is written here
 )
 
-// initConfig is what the shim needs to build the instance.
+// initBase is what the shim needs before it knows its function: the same
+// for every instance of a driver, so a pre-forked (pooled) shim has it.
+type initBase struct {
+	Root     string // empty directory to mount the new root on
+	UID, GID int    // identity of the function
+}
+
+// initConfig is the function-specific rest, read from fdSync.
 type initConfig struct {
-	Root       string   // empty directory to mount the new root on
 	CodeDir    string   // host path, mounted read-only at /var/task
 	RuntimeDir string   // host path, mounted read-only at /var/runtime; may be empty
 	TmpMB      int      // size of /tmp
-	UID, GID   int      // identity of the function
 	Args       []string // command line; Args[0] resolved in the new root
 	Env        []string // full environment of the runtime
 }
@@ -48,44 +57,71 @@ type initConfig struct {
 // once. Call it first thing in main (and in TestMain of tests that start
 // instances), before anything else starts goroutines or opens files.
 func MaybeRunInit() {
-	cfg := os.Getenv(initEnv)
-	if cfg == "" {
+	base := os.Getenv(initEnv)
+	if base == "" {
 		return
 	}
 	// Every per-thread setting (capability bounding set, no_new_privs,
 	// seccomp) is made on this thread, which then execs.
 	runtime.LockOSThread()
-	err := runInit(cfg)
+	err := runInit(base)
 	// Only reached on failure: report it to the driver, which returns it
-	// from Start.
+	// from Start (or logs it, for a pooled shim).
 	errPipe := os.NewFile(fdErr, "errpipe")
 	fmt.Fprintf(errPipe, "%v", err)
 	os.Exit(127)
 }
 
+// runInit builds everything that does not depend on the function (the
+// root with system directories, /etc, /proc, /dev), then waits for the
+// function's configuration on fdSync — a pooled shim waits there until an
+// instance is started — and finishes: code, runtime and /tmp mounts, pivot,
+// privileges, seccomp, exec.
 func runInit(raw string) error {
-	var cfg initConfig
-	if err := json.Unmarshal([]byte(raw), &cfg); err != nil {
+	var base initBase
+	if err := json.Unmarshal([]byte(raw), &base); err != nil {
 		return fmt.Errorf("cannot read sandbox config: %w", err)
 	}
 	syscall.CloseOnExec(fdErr)
-	if err := buildRoot(&cfg); err != nil {
+	if err := buildBase(&base); err != nil {
 		return err
 	}
-	// Wait until the driver listens for the Runtime API inside our network
-	// namespace and has put us in our cgroup.
-	if _, err := io.Copy(io.Discard, os.NewFile(fdSync, "sync")); err != nil {
+	if err := unix.Sethostname([]byte("localhost")); err != nil {
+		return fmt.Errorf("cannot set hostname: %w", err)
+	}
+	// Bounding set and seccomp program now, so that a pooled shim has less
+	// to do once its function is known. Mounting needs only the effective
+	// capabilities, which the bounding set does not touch.
+	if err := dropBoundingSet(); err != nil {
+		return err
+	}
+	filter, err := assembleSeccomp()
+	if err != nil {
+		return err
+	}
+	b, err := io.ReadAll(os.NewFile(fdSync, "sync"))
+	if err != nil {
 		return fmt.Errorf("cannot wait for the driver: %w", err)
 	}
 	syscall.Close(fdSync)
-	if err := unix.Sethostname([]byte("localhost")); err != nil {
-		return fmt.Errorf("cannot set hostname: %w", err)
+	if len(b) == 0 {
+		return errors.New("driver sent no config")
+	}
+	var cfg initConfig
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return fmt.Errorf("cannot read sandbox config: %w", err)
+	}
+	if len(cfg.Args) == 0 {
+		return errors.New("no command")
+	}
+	if err := buildTask(base.Root, &cfg); err != nil {
+		return err
 	}
 	path, err := lookPath(cfg.Args[0], cfg.Env)
 	if err != nil {
 		return err
 	}
-	if err := dropPrivileges(cfg.UID, cfg.GID); err != nil {
+	if err := dropPrivileges(base.UID, base.GID); err != nil {
 		return err
 	}
 	// Changing credentials cleared the parent-death signal; set it again so
@@ -96,7 +132,7 @@ func runInit(raw string) error {
 	if err := os.Chdir(TaskRoot); err != nil {
 		return fmt.Errorf("cannot enter %s: %w", TaskRoot, err)
 	}
-	if err := installSeccomp(); err != nil {
+	if err := installSeccomp(filter); err != nil {
 		return err
 	}
 	err = syscall.Exec(path, cfg.Args, cfg.Env)
@@ -123,15 +159,27 @@ const (
 	bindFlag = unix.MS_BIND
 )
 
-// buildRoot makes the instance's filesystem view in a fresh tmpfs and
-// pivots into it. Every mount lives in the instance's own mount namespace,
+type step struct {
+	what string
+	fn   func() error
+}
+
+func runSteps(steps []step) error {
+	for _, s := range steps {
+		if err := s.fn(); err != nil {
+			return fmt.Errorf("cannot %s: %w", s.what, err)
+		}
+	}
+	return nil
+}
+
+// buildBase makes the function-independent part of the instance's
+// filesystem view in a fresh tmpfs at base.Root: system directories, /etc,
+// /proc and /dev. Every mount lives in the instance's own mount namespace,
 // so all of them disappear with it; nothing is left on the host.
-func buildRoot(cfg *initConfig) error {
-	r := cfg.Root
-	steps := []struct {
-		what string
-		fn   func() error
-	}{
+func buildBase(base *initBase) error {
+	r := base.Root
+	return runSteps([]step{
 		{"make mounts private", func() error { return unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, "") }},
 		{"mount root tmpfs", func() error {
 			return unix.Mount("tmpfs", r, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "size=1m,mode=755")
@@ -158,18 +206,7 @@ func buildRoot(cfg *initConfig) error {
 			}
 			return nil
 		}},
-		{"populate /etc", func() error { return populateEtc(r, cfg.UID, cfg.GID) }},
-		{"mount code", func() error { return bindRO(cfg.CodeDir, filepath.Join(r, TaskRoot), true) }},
-		{"mount runtime", func() error {
-			if cfg.RuntimeDir == "" {
-				return nil
-			}
-			return bindRO(cfg.RuntimeDir, filepath.Join(r, RuntimeRoot), true)
-		}},
-		{"mount /tmp", func() error {
-			return mountAt("tmpfs", filepath.Join(r, "tmp"), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV,
-				"size="+strconv.Itoa(cfg.TmpMB)+"m,mode=1777")
-		}},
+		{"populate /etc", func() error { return populateEtc(r, base.UID, base.GID) }},
 		{"mount /proc", func() error {
 			p := filepath.Join(r, "proc")
 			if err := mountAt("proc", p, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
@@ -192,6 +229,25 @@ func buildRoot(cfg *initConfig) error {
 			return nil
 		}},
 		{"populate /dev", func() error { return populateDev(r) }},
+	})
+}
+
+// buildTask adds the function's mounts to the root buildBase made (code at
+// /var/task, runtime at /var/runtime, /tmp of its size), makes the root
+// read-only and pivots into it.
+func buildTask(r string, cfg *initConfig) error {
+	return runSteps([]step{
+		{"mount code", func() error { return bindRO(cfg.CodeDir, filepath.Join(r, TaskRoot), true) }},
+		{"mount runtime", func() error {
+			if cfg.RuntimeDir == "" {
+				return nil
+			}
+			return bindRO(cfg.RuntimeDir, filepath.Join(r, RuntimeRoot), true)
+		}},
+		{"mount /tmp", func() error {
+			return mountAt("tmpfs", filepath.Join(r, "tmp"), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV,
+				"size="+strconv.Itoa(cfg.TmpMB)+"m,mode=1777")
+		}},
 		{"make root read-only", func() error {
 			return unix.Mount("", r, "", unix.MS_REMOUNT|roFlags, "")
 		}},
@@ -209,13 +265,7 @@ func buildRoot(cfg *initConfig) error {
 			}
 			return unix.Chdir("/")
 		}},
-	}
-	for _, s := range steps {
-		if err := s.fn(); err != nil {
-			return fmt.Errorf("cannot %s: %w", s.what, err)
-		}
-	}
-	return nil
+	})
 }
 
 // mountAt creates the directory dst and mounts there.
@@ -294,26 +344,36 @@ func populateDev(r string) error {
 	return unix.Mount("", dev, "", unix.MS_REMOUNT|unix.MS_NOSUID|unix.MS_NOEXEC|unix.MS_RDONLY, "size=64k,mode=755")
 }
 
-// dropPrivileges empties the capability bounding set and switches to
-// uid/gid, which clears the permitted, effective and ambient sets.
-func dropPrivileges(uid, gid int) error {
+// dropBoundingSet empties the capability bounding set of the calling
+// thread (the one that execs).
+func dropBoundingSet() error {
 	for c := 0; ; c++ {
 		err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0)
 		if errors.Is(err, unix.EINVAL) {
-			break // past the last capability
+			return nil // past the last capability
 		}
 		if err != nil {
 			return fmt.Errorf("cannot drop capability %d: %w", c, err)
 		}
 	}
-	if err := syscall.Setgroups(nil); err != nil {
-		return fmt.Errorf("cannot clear groups: %w", err)
+}
+
+// dropPrivileges switches the calling thread to uid/gid without
+// supplementary groups, which clears its permitted, effective and ambient
+// capability sets. Credentials are per thread in Linux; the raw system
+// calls change only this thread's (Go's syscall.Setresuid would stop every
+// thread of the runtime to change theirs too, which costs ~0.5 ms). That is
+// enough because this locked thread is the one that execs, and exec leaves
+// only the calling thread.
+func dropPrivileges(uid, gid int) error {
+	if _, _, e := unix.RawSyscall(unix.SYS_SETGROUPS, 0, 0, 0); e != 0 {
+		return fmt.Errorf("cannot clear groups: %w", e)
 	}
-	if err := syscall.Setresgid(gid, gid, gid); err != nil {
-		return fmt.Errorf("cannot set gid: %w", err)
+	if _, _, e := unix.RawSyscall(unix.SYS_SETRESGID, uintptr(gid), uintptr(gid), uintptr(gid)); e != 0 {
+		return fmt.Errorf("cannot set gid: %w", e)
 	}
-	if err := syscall.Setresuid(uid, uid, uid); err != nil {
-		return fmt.Errorf("cannot set uid: %w", err)
+	if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, uintptr(uid), uintptr(uid), uintptr(uid)); e != 0 {
+		return fmt.Errorf("cannot set uid: %w", e)
 	}
 	return nil
 }

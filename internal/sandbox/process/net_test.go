@@ -242,6 +242,7 @@ func TestOutboundCleanupAfterCrash(t *testing.T) {
 	}
 	r := start(t, old, outbound, true)
 	veth := r.inst.veth
+	crash(old)
 
 	d := newDriver(t, Options{StateDir: state})
 	select {

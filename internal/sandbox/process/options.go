@@ -30,6 +30,7 @@ const (
 	DefaultPidsMax    = 1024  // Lambda's process/thread limit
 	DefaultTmpMB      = 512   // Lambda's default ephemeral storage
 	DefaultCgroupName = "aloft"
+	DefaultPrewarm    = 2 // pre-forked sandbox inits
 )
 
 // DefaultOutboundRange is the default of Options.OutboundRange.
@@ -69,6 +70,15 @@ type Options struct {
 	// address). It must not be used elsewhere on the host or its networks.
 	// Default 10.231.0.0/16.
 	OutboundRange netip.Prefix
+	// Prewarm is how many sandbox inits the driver keeps pre-forked: in
+	// their namespaces, in their own cgroups and with their Runtime API
+	// listener open, waiting for a function. Start takes one when one is
+	// ready, which saves the cgroup attach (~10 ms on cgroup v1) and the
+	// function-independent mounts; the pool refills in the background.
+	// Pooled inits hold a few MB each and are not counted against any
+	// memory budget. 0 means the default, 2; a negative value disables the
+	// pool (every Start forks its init).
+	Prewarm int
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
@@ -88,6 +98,9 @@ func (o Options) withDefaults() Options {
 	}
 	if !o.OutboundRange.IsValid() {
 		o.OutboundRange = DefaultOutboundRange
+	}
+	if o.Prewarm == 0 {
+		o.Prewarm = DefaultPrewarm
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()

@@ -82,7 +82,41 @@ func newDriver(t testing.TB, opts Options) *Driver {
 			t.Errorf("Close: %v", err)
 		}
 	})
+	waitPool(t, d)
 	return d
+}
+
+// waitPool waits until d's pool (if it has one) holds all its inits, so
+// that the next Start takes a pooled one.
+func waitPool(t testing.TB, d *Driver) {
+	t.Helper()
+	if d.pool == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := d.pool.waitFull(ctx); err != nil {
+		t.Fatalf("pool not filled: %v", err)
+	}
+}
+
+// poolModes are the two ways Start gets its init: from the pool (the
+// default; newDriver waits for it to fill) and forked by Start itself.
+var poolModes = []struct {
+	name    string
+	prewarm int
+	pooled  bool
+}{
+	{"pooled", 0, true},
+	{"unpooled", -1, false},
+}
+
+// checkPooled fails unless r's init came from the pool exactly when want.
+func checkPooled(t testing.TB, r *running, want bool) {
+	t.Helper()
+	if r.inst.pooled != want {
+		t.Fatalf("instance from the pool: got %v, want %v", r.inst.pooled, want)
+	}
 }
 
 // codeDir returns a world-readable directory holding files (name → host
@@ -245,7 +279,13 @@ func hostAddress() string {
 // TestContainment runs the hostile Go runtime through every escape it tries
 // and checks each one fails, from the runtime's answers and from the host.
 func TestContainment(t *testing.T) {
-	d := newDriver(t, Options{})
+	for _, m := range poolModes {
+		t.Run(m.name, func(t *testing.T) { testContainment(t, Options{Prewarm: m.prewarm}, m.pooled) })
+	}
+}
+
+func testContainment(t *testing.T, opts Options, pooled bool) {
+	d := newDriver(t, opts)
 	dataDir := t.TempDir()
 	secret := filepath.Join(dataDir, "secret")
 	token := filepath.Join(dataDir, "admin.token")
@@ -257,6 +297,7 @@ func TestContainment(t *testing.T) {
 	anyLn := hostListener(t, "0.0.0.0:0")
 
 	r := start(t, d, nil, true)
+	checkPooled(t, r, pooled)
 	tests := []struct {
 		name, op, want string // want: prefix of the answer
 	}{
@@ -526,12 +567,26 @@ func TestCleanupAfterCrash(t *testing.T) {
 	r := start(t, old, nil, true)
 	r.invoke(t, "spawn:3")
 	dirs := r.inst.cg.dirs()
+	waitPool(t, old)
+	var pooled []*Instance
+	for _, e := range old.pool.ready {
+		pooled = append(pooled, e.inst)
+		dirs = append(dirs, e.inst.cg.dirs()...)
+	}
+	crash(old)
 
 	d := newDriver(t, Options{StateDir: state})
 	select {
 	case <-r.inst.Done():
 	case <-time.After(30 * time.Second):
 		t.Fatal("leftover instance still runs after New")
+	}
+	for _, p := range pooled {
+		select {
+		case <-p.Done():
+		case <-time.After(30 * time.Second):
+			t.Fatal("leftover pooled init still runs after New")
+		}
 	}
 	for _, dir := range dirs {
 		if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
@@ -541,24 +596,52 @@ func TestCleanupAfterCrash(t *testing.T) {
 	start(t, d, nil, true).invoke(t, "echo:x")
 }
 
+// crash leaves d the way a node killed with SIGKILL would, as far as
+// another driver can tell: its instances and pooled inits go on running (in
+// a real crash they die with the node by their parent-death signal) and
+// nothing refills its pool.
+func crash(d *Driver) {
+	if p := d.pool; p != nil {
+		p.mu.Lock()
+		p.closed = true
+		p.mu.Unlock()
+		close(p.quit)
+		<-p.stopped
+	}
+}
+
 // TestCgroupLimits checks the limits written for an instance.
+// In pooled mode the init's cgroup was made with the pool's default limit
+// and resized when taken.
 func TestCgroupLimits(t *testing.T) {
-	d := newDriver(t, Options{PidsMax: 77})
-	r := start(t, d, func(s *sandbox.Spec) { s.MemoryMB = 1769 }, true)
+	for _, m := range poolModes {
+		t.Run(m.name, func(t *testing.T) {
+			for _, mb := range []int{1769, 64} {
+				t.Run(strconv.Itoa(mb), func(t *testing.T) { testCgroupLimits(t, m.prewarm, m.pooled, mb) })
+			}
+		})
+	}
+}
+
+func testCgroupLimits(t *testing.T, prewarm int, pooled bool, mb int) {
+	d := newDriver(t, Options{PidsMax: 77, Prewarm: prewarm})
+	r := start(t, d, func(s *sandbox.Spec) { s.MemoryMB = mb }, true)
+	checkPooled(t, r, pooled)
 	g := r.inst.cg
+	shares := strconv.Itoa(cpuShares(mb))
 	var files map[string]string
 	if g.v2 {
 		files = map[string]string{
-			filepath.Join(g.memory, "memory.max"): strconv.Itoa(1769 << 20),
+			filepath.Join(g.memory, "memory.max"): strconv.Itoa(mb << 20),
 			filepath.Join(g.pids, "pids.max"):     "77",
-			filepath.Join(g.cpu, "cpu.weight"):    strconv.Itoa(cpuWeightV2(1024)),
+			filepath.Join(g.cpu, "cpu.weight"):    strconv.Itoa(cpuWeightV2(cpuShares(mb))),
 		}
 	} else {
 		files = map[string]string{
-			filepath.Join(g.memory, "memory.limit_in_bytes"):       strconv.Itoa(1769 << 20),
-			filepath.Join(g.memory, "memory.memsw.limit_in_bytes"): strconv.Itoa(1769 << 20),
+			filepath.Join(g.memory, "memory.limit_in_bytes"):       strconv.Itoa(mb << 20),
+			filepath.Join(g.memory, "memory.memsw.limit_in_bytes"): strconv.Itoa(mb << 20),
 			filepath.Join(g.pids, "pids.max"):                      "77",
-			filepath.Join(g.cpu, "cpu.shares"):                     "1024",
+			filepath.Join(g.cpu, "cpu.shares"):                     shares,
 		}
 	}
 	for path, want := range files {
@@ -581,7 +664,13 @@ func TestCgroupLimits(t *testing.T) {
 }
 
 func TestStartErrors(t *testing.T) {
-	d := newDriver(t, Options{})
+	for _, m := range poolModes {
+		t.Run(m.name, func(t *testing.T) { testStartErrors(t, m.prewarm) })
+	}
+}
+
+func testStartErrors(t *testing.T, prewarm int) {
+	d := newDriver(t, Options{Prewarm: prewarm})
 	tests := []struct {
 		name string
 		edit func(*sandbox.Spec)
@@ -600,6 +689,7 @@ func TestStartErrors(t *testing.T) {
 				CodeDir: codeDir(t, nil), MemoryMB: 64, RuntimeAPI: runtimeapi.New(),
 			}
 			tt.edit(spec)
+			waitPool(t, d)
 			inst, err := d.Start(context.Background(), spec)
 			if err == nil {
 				inst.Stop()

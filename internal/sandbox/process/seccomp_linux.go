@@ -4,6 +4,7 @@ package process
 
 import (
 	"fmt"
+	"unsafe"
 
 	seccomp "github.com/elastic/go-seccomp-bpf"
 	"golang.org/x/sys/unix"
@@ -55,15 +56,35 @@ func sandboxPolicy() seccomp.Policy {
 	}
 }
 
-// installSeccomp sets no_new_privs and loads the filter on every thread.
-func installSeccomp() error {
-	err := seccomp.LoadFilter(seccomp.Filter{
-		NoNewPrivs: true,
-		Flag:       seccomp.FilterFlagTSync,
-		Policy:     sandboxPolicy(),
-	})
+// assembleSeccomp compiles sandboxPolicy into a BPF program for
+// installSeccomp.
+func assembleSeccomp() ([]unix.SockFilter, error) {
+	p := sandboxPolicy()
+	insts, err := p.Assemble()
 	if err != nil {
-		return fmt.Errorf("cannot install seccomp filter: %w", err)
+		return nil, fmt.Errorf("cannot assemble seccomp filter: %w", err)
+	}
+	out := make([]unix.SockFilter, 0, len(insts))
+	for _, in := range insts {
+		raw, err := in.Assemble()
+		if err != nil {
+			return nil, fmt.Errorf("cannot assemble seccomp filter: %w", err)
+		}
+		out = append(out, unix.SockFilter{Code: raw.Op, Jt: raw.Jt, Jf: raw.Jf, K: raw.K})
+	}
+	return out, nil
+}
+
+// installSeccomp sets no_new_privs and loads the filter on every thread
+// (what seccomp.LoadFilter does, with the program assembled in advance).
+func installSeccomp(filter []unix.SockFilter) error {
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("cannot set no_new_privs: %w", err)
+	}
+	prog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
+	if _, _, e := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER,
+		unix.SECCOMP_FILTER_FLAG_TSYNC, uintptr(unsafe.Pointer(&prog))); e != 0 {
+		return fmt.Errorf("cannot install seccomp filter: %w", e)
 	}
 	return nil
 }
