@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"runtime"
 	"strconv"
 	"sync"
 	"time"
@@ -528,6 +529,7 @@ func (w *Worker) environment(fn *model.Function, id, taskRoot, runtimeRoot strin
 		"PATH=/usr/local/bin:/usr/bin:/bin",
 		"LANG=en_US.UTF-8",
 		"TZ=:UTC",
+		"GOMAXPROCS=" + strconv.Itoa(vCPUs(fn.Memory)),
 		"HOME=/tmp",
 		"AWS_REGION=" + w.Region,
 		"AWS_DEFAULT_REGION=" + w.Region,
@@ -548,6 +550,16 @@ func (w *Worker) environment(fn *model.Function, id, taskRoot, runtimeRoot strin
 		env = append(env, k+"="+fn.Env[k])
 	}
 	return env
+}
+
+// vCPUs is the CPU a function's memory buys, as Lambda sizes it: one vCPU
+// at 1769 MB, proportionally more above, at least one, at most the host's.
+// Go runtimes get it as GOMAXPROCS (a function may set its own): a small
+// function running several Go threads pays for every hand-off between them
+// under its low CPU weight.
+func vCPUs(memoryMB int) int {
+	n := (memoryMB + 1768) / 1769
+	return max(1, min(n, runtime.NumCPU()))
 }
 
 // NewRequestID returns a random UUID (version 4), Lambda's request id format.
