@@ -17,6 +17,9 @@ const (
 	MaxAsyncPayload      = 256 * 1024 // request body of an Event invoke
 )
 
+// MaxCatchUp bounds how far back a schedule replays missed firings.
+const MaxCatchUp = 7 * 24 * time.Hour
+
 // Trigger types.
 const (
 	TriggerSchedule = "schedule"
@@ -37,6 +40,10 @@ type Trigger struct {
 	// Expression of a schedule: rate(5 minutes), cron(0 12 * * ? *) or a
 	// standard 5-field cron expression (UTC).
 	Expression string `json:"expression,omitempty" yaml:"expression"`
+	// CatchUp asks a schedule to replay the firings it missed while no node
+	// ran, when they are at most this old (a duration such as "6h", at most
+	// MaxCatchUp). Empty: missed firings are not replayed.
+	CatchUp string `json:"catch_up,omitempty" yaml:"catch_up"`
 	// Subject of a nats trigger; wildcards allowed.
 	Subject string `json:"subject,omitempty" yaml:"subject"`
 	// URL of an external NATS server ("" = the embedded one).
@@ -137,7 +144,12 @@ func (c Config) normalizeAsync() (Config, error) {
 				return c, invalidf("triggers[%d]: a schedule needs an expression", i)
 			}
 			if t.Subject != "" || t.URL != "" || t.Durable != "" {
-				return c, invalidf("triggers[%d]: a schedule takes only an expression", i)
+				return c, invalidf("triggers[%d]: a schedule takes only an expression and catch_up", i)
+			}
+			if t.CatchUp != "" {
+				if d, err := time.ParseDuration(t.CatchUp); err != nil || d <= 0 || d > MaxCatchUp {
+					return c, invalidf("triggers[%d]: catch_up %q must be a duration up to %v (such as 6h)", i, t.CatchUp, MaxCatchUp)
+				}
 			}
 		case TriggerNATS:
 			if !ValidSubject(t.Subject, true) {
@@ -146,8 +158,8 @@ func (c Config) normalizeAsync() (Config, error) {
 			if t.URL == "" && reservedSubject(t.Subject) {
 				return c, invalidf("triggers[%d]: subject %q is reserved by the platform", i, t.Subject)
 			}
-			if t.Expression != "" {
-				return c, invalidf("triggers[%d]: a nats trigger takes no expression", i)
+			if t.Expression != "" || t.CatchUp != "" {
+				return c, invalidf("triggers[%d]: a nats trigger takes no expression or catch_up", i)
 			}
 			if t.URL != "" {
 				u, err := url.Parse(t.URL)

@@ -28,8 +28,15 @@ import (
 	"github.com/aloft-dev/aloft/internal/worker"
 )
 
-// locksBucket holds one key per schedule firing.
-const locksBucket = "aloft_schedule_locks"
+// locksBucket holds one key per schedule firing; stateBucket the time of
+// each schedule's last firing, for catch_up.
+const (
+	locksBucket = "aloft_schedule_locks"
+	stateBucket = "aloft_schedule_state"
+)
+
+// maxCatchUpFirings bounds how many missed firings one start replays.
+const maxCatchUpFirings = 1000
 
 // Publisher enqueues asynchronous invocations (the queue).
 type Publisher interface {
@@ -49,6 +56,7 @@ type Manager struct {
 	Region, Account string
 
 	locks   jetstream.KeyValue
+	state   jetstream.KeyValue
 	mu      sync.Mutex
 	running map[string]*running // by function
 	closed  bool
@@ -94,6 +102,11 @@ func (m *Manager) Open(ctx context.Context) error {
 		return fmt.Errorf("cannot open kv bucket %s: %w", locksBucket, err)
 	}
 	m.locks = kv
+	if m.state, err = m.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: stateBucket, Storage: jetstream.FileStorage,
+	}); err != nil {
+		return fmt.Errorf("cannot open kv bucket %s: %w", stateBucket, err)
+	}
 	m.running = make(map[string]*running)
 	return nil
 }
@@ -169,7 +182,8 @@ type ScheduledEvent struct {
 }
 
 // runSchedule fires one schedule until ctx ends. Firings missed while no
-// node ran are not made up.
+// node ran are not made up, unless the trigger asks for catch_up: then those
+// no older than catch_up are fired first, oldest first, each once.
 func (m *Manager) runSchedule(ctx context.Context, name string, index int, t model.Trigger) {
 	s, err := ParseSchedule(t.Expression, m.Minute)
 	if err != nil {
@@ -180,6 +194,9 @@ func (m *Manager) runSchedule(ctx context.Context, name string, index int, t mod
 	id := name + "." + strconv.Itoa(index) + "-" + hex.EncodeToString(sum[:6])
 	rule := fmt.Sprintf("arn:aws:events:%s:%s:rule/aloft-%s-%d", m.Region, m.Account, name, index)
 	now := time.Now()
+	if t.CatchUp != "" {
+		m.catchUp(ctx, name, id, rule, s, t.CatchUp, now)
+	}
 	for {
 		next := s.Next(now)
 		if next.IsZero() {
@@ -194,6 +211,35 @@ func (m *Manager) runSchedule(ctx context.Context, name string, index int, t mod
 		}
 		now = next
 		m.fire(ctx, name, id, rule, next)
+	}
+}
+
+// catchUp fires the periods of s between the schedule's last recorded
+// firing (but no earlier than catch_up before now) and now.
+func (m *Manager) catchUp(ctx context.Context, name, id, rule string, s Schedule, catchUp string, now time.Time) {
+	window, err := time.ParseDuration(catchUp)
+	if err != nil {
+		return
+	}
+	e, err := m.state.Get(ctx, id)
+	if err != nil {
+		return // never fired: nothing was missed
+	}
+	ms, err := strconv.ParseInt(string(e.Value()), 10, 64)
+	if err != nil {
+		return
+	}
+	from := time.UnixMilli(ms)
+	if earliest := now.Add(-window); from.Before(earliest) {
+		from = earliest
+	}
+	n := 0
+	for at := s.Next(from); !at.IsZero() && !at.After(now) && n < maxCatchUpFirings; at = s.Next(at) {
+		m.fire(ctx, name, id, rule, at)
+		n++
+	}
+	if n > 0 {
+		m.Logger.Info("replayed missed schedule firings", "function", name, "firings", n)
 	}
 }
 
@@ -215,7 +261,9 @@ func (m *Manager) fire(ctx context.Context, name, id, rule string, at time.Time)
 	if _, err := m.Publisher.Publish(ctx, name, queue.Event{Payload: b}); err != nil {
 		m.Logger.Warn("cannot enqueue a scheduled event", "function", name, "err", err)
 		m.locks.Delete(context.Background(), key) // let another node try
+		return
 	}
+	m.state.Put(ctx, id, []byte(strconv.FormatInt(at.UnixMilli(), 10)))
 }
 
 // MessageEvent is the event a nats trigger invokes its function with.

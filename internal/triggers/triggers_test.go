@@ -139,3 +139,81 @@ func TestScheduleFiresOncePerPeriodAcrossNodes(t *testing.T) {
 	}
 	t.Logf("firings per node: %v", fired)
 }
+
+// TestScheduleCatchUp: firings missed while no node ran are replayed at
+// the next start only when the trigger asks for catch_up, each once.
+func TestScheduleCatchUp(t *testing.T) {
+	emb, err := store.StartEmbedded(t.TempDir(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(emb.Close)
+	nc, err := nats.Connect("", nats.InProcessServer(emb.Server))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := func(rec *recorder) *triggers.Manager {
+		m := &triggers.Manager{Conn: nc, JS: js, Publisher: rec, Minute: time.Second}
+		if err := m.Open(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(m.Close)
+		return m
+	}
+	waitFirings := func(rec *recorder, n int) {
+		deadline := time.Now().Add(15 * time.Second)
+		for len(rec.times()) < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d firings, want %d", len(rec.times()), n)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	for _, c := range []struct {
+		name     string
+		catchUp  string
+		replayed bool
+	}{
+		{"without catch_up", "", false},
+		{"with catch_up", "1h", true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			fn := &model.Function{Config: model.Config{Name: "tick-" + strings.ReplaceAll(c.name, " ", "-"),
+				Triggers: []model.Trigger{{Type: model.TriggerSchedule, Expression: "rate(1 minute)", CatchUp: c.catchUp}}}}
+			first := &recorder{}
+			m := node(first)
+			m.Sync(fn.Name, fn)
+			waitFirings(first, 1)
+			m.Close()
+			down := time.Now()
+			time.Sleep(3500 * time.Millisecond) // three periods pass with no node
+			second := &recorder{}
+			m2 := node(second)
+			m2.Sync(fn.Name, fn)
+			time.Sleep(300 * time.Millisecond) // a replay happens at once; no regular firing is due yet
+			m2.Close()
+			var missed int
+			for _, at := range second.times() {
+				ts, err := time.Parse(time.RFC3339, at)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if ts.Before(down.Add(-time.Second)) {
+					t.Errorf("replayed %s, from before the node went down at %s", at, down.Format(time.RFC3339))
+				}
+				missed++
+			}
+			if c.replayed && (missed < 2 || missed > 4) {
+				t.Errorf("replayed %d firings %v, want the 3 missed ones (±1 for timing)", missed, second.times())
+			}
+			if !c.replayed && missed > 1 {
+				t.Errorf("replayed %d firings %v without catch_up, want none", missed, second.times())
+			}
+		})
+	}
+}
