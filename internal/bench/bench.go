@@ -171,6 +171,15 @@ type Runtime struct {
 type Cold struct {
 	Total Latency `json:"total"`
 	Init  Latency `json:"init"`
+	// Where the time went (from the INIT_START and REPORT lines): Sandbox,
+	// getting the process running (the driver's Start, or specialising a
+	// pooled instance); Runtime, Init minus Sandbox, the runtime's start up
+	// to its first /next (interpreter, bootstrap, handler import); Invoke,
+	// the first invocation's Duration. Total minus these is the HTTP hops
+	// and the platform's own work.
+	Sandbox Latency `json:"sandbox"`
+	Runtime Latency `json:"runtime"`
+	Invoke  Latency `json:"invoke"`
 }
 
 // Scale is the 0→N test: N concurrent invocations of a function with no

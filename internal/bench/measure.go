@@ -163,7 +163,20 @@ func (nb *nodeBench) inside(ctx context.Context, t *target) (Latency, error) {
 	return summarize(lat), nil
 }
 
-var initRE = regexp.MustCompile(`REPORT RequestId: .*\tInit Duration: ([0-9.]+) ms`)
+var (
+	initRE    = regexp.MustCompile(`REPORT RequestId: .*\tInit Duration: ([0-9.]+) ms`)
+	sandboxRE = regexp.MustCompile(`INIT_START .*\tSandbox Duration: ([0-9.]+) ms`)
+)
+
+// msOf returns the milliseconds re's first group matched in text, or 0.
+func msOf(re *regexp.Regexp, text []byte) time.Duration {
+	m := re.FindSubmatch(text)
+	if m == nil {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(string(m[1]), 64)
+	return time.Duration(v * float64(time.Millisecond))
+}
 
 // cold measures cold starts: each sample deploys a new revision of the
 // function (the code bundle is the same, so its unpacked copy is reused),
@@ -173,7 +186,7 @@ var initRE = regexp.MustCompile(`REPORT RequestId: .*\tInit Duration: ([0-9.]+) 
 func (nb *nodeBench) cold(ctx context.Context, name, rt string) (Cold, error) {
 	t := nb.invokeTarget(name)
 	payload := []byte(Payload)
-	var total, init []time.Duration
+	var total, init, sandbox, runtime, invoke []time.Duration
 	for range nb.opts.Cold {
 		if err := nb.deploy(ctx, name, rt); err != nil {
 			return Cold{}, err
@@ -193,10 +206,16 @@ func (nb *nodeBench) cold(ctx context.Context, name, rt string) (Cold, error) {
 			return Cold{}, fmt.Errorf("the first invoke after a deploy was not a cold start (no Init Duration in %q)", logText)
 		}
 		initMs, _ := strconv.ParseFloat(string(m[1]), 64)
+		initDur := time.Duration(initMs * float64(time.Millisecond))
+		sb := msOf(sandboxRE, logText)
 		total = append(total, took)
-		init = append(init, time.Duration(initMs*float64(time.Millisecond)))
+		init = append(init, initDur)
+		sandbox = append(sandbox, sb)
+		runtime = append(runtime, initDur-sb)
+		invoke = append(invoke, msOf(durationRE, logText))
 	}
-	return Cold{Total: summarize(total), Init: summarize(init)}, nil
+	return Cold{Total: summarize(total), Init: summarize(init), Sandbox: summarize(sandbox),
+		Runtime: summarize(runtime), Invoke: summarize(invoke)}, nil
 }
 
 // burst sends n concurrent invocations that each sleep for sleep and name

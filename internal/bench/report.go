@@ -94,6 +94,7 @@ func Evaluate(r *Result) []Check {
 			}
 			add(name+" cold start p50 / p99, unpooled", iso, lat(rt.Cold.Total), target, status)
 			add(name+"   … of which Init Duration p50 / p99", iso, lat(rt.Cold.Init), "", NoTarget)
+			addBreakdown(add, name, iso, rt.Cold)
 			if base, ok := unsandboxed[name]; ok && iso == "isolated" {
 				add(name+" cold start p50, cost of isolation", iso,
 					fmt.Sprintf("%+.2f ms", rt.Cold.Total.P50-base.Cold.Total.P50), "", NoTarget)
@@ -106,6 +107,7 @@ func Evaluate(r *Result) []Check {
 				if rt.ColdPooled != nil {
 					add(name+" cold start p50 / p99, pooled", iso, lat(rt.ColdPooled.Total),
 						fmt.Sprintf("p50 < %g ms", limit), passIf(rt.ColdPooled.Total.P50 < limit))
+					addBreakdown(add, name, iso, *rt.ColdPooled)
 				} else {
 					add(name+" cold start, pooled", iso, "pooled: not implemented yet",
 						fmt.Sprintf("p50 < %g ms", limit), Todo)
@@ -218,4 +220,13 @@ func msNum(v float64) string {
 	default:
 		return fmt.Sprintf("%.0f", v)
 	}
+}
+
+// addBreakdown adds the rows that split a cold start's p50: sandbox setup,
+// runtime start (interpreter, bootstrap, handler import), the first
+// invocation, and the rest (HTTP hops and the platform's own work).
+func addBreakdown(add func(metric, iso, value, target, status string), name, iso string, c Cold) {
+	rest := c.Total.P50 - c.Sandbox.P50 - c.Runtime.P50 - c.Invoke.P50
+	add(name+"   … p50 split: sandbox / runtime start / first invoke / rest", iso,
+		fmt.Sprintf("%.2f / %.2f / %.2f / %.2f ms", c.Sandbox.P50, c.Runtime.P50, c.Invoke.P50, rest), "", NoTarget)
 }

@@ -443,6 +443,7 @@ func (w *Worker) specialize(fn *model.Function, rev, codeDir string, pi *pooled)
 	inst.sb.FlushOutput()
 	inst.logs.take()
 	inst.revision, inst.memoryMB, inst.started, inst.pooled = rev, fn.Memory, begin, true
+	inst.sandboxDur = resized.Sub(begin)
 	w.Logger.Debug("specialised pooled instance", "function", fn.Name, "instance", inst.id,
 		"link_ms", ms(linked.Sub(begin)), "copied", copied, "resize_ms", ms(resized.Sub(linked)))
 	return inst.api.Specialize(env)

@@ -168,10 +168,13 @@ type instance struct {
 	lastUsed    time.Time
 	idleSince   time.Time
 	windows     scheduler.Windows // keep-alive windows while idle
-	// initDur is set after the first invocation found the runtime ready.
-	initDur time.Duration
-	dropped bool // removed from the accounting
-	pooled  bool // a pre-started instance, specialised for its function
+	// initDur is set after the first invocation found the runtime ready;
+	// sandboxDur is the part of it spent getting the process running (the
+	// driver's Start, or specialising a pooled instance).
+	initDur    time.Duration
+	sandboxDur time.Duration
+	dropped    bool // removed from the accounting
+	pooled     bool // a pre-started instance, specialised for its function
 }
 
 // Start begins the keep-alive reaper.
@@ -395,7 +398,7 @@ func (w *Worker) respond(fn *model.Function, req *Request, inst *instance, o out
 	if inst != nil {
 		r.sb, r.output, r.provisioned, r.pooled = inst.sb, inst.logs.take(), inst.provisioned, cold && inst.pooled
 		if cold {
-			r.initDur = inst.initDur
+			r.initDur, r.sandboxDur = inst.initDur, inst.sandboxDur
 		}
 	}
 	if req.WantLog {
@@ -416,6 +419,7 @@ type record struct {
 	sb          sandbox.Instance // nil when no instance started
 	output      []byte
 	initDur     time.Duration
+	sandboxDur  time.Duration
 	provisioned bool
 	pooled      bool
 }
@@ -451,6 +455,13 @@ func (w *Worker) account(r *record) ([]byte, *model.Usage) {
 		Provisioned: r.provisioned, Pooled: r.pooled, Attempt: r.attempt,
 	}
 	log := make([]byte, 0, len(r.output)+256)
+	if r.cold && r.sb != nil {
+		// Like Lambda's INIT_START, with where the cold start's time went:
+		// getting the process running, then (Init Duration minus this) the
+		// runtime's own start up to its first /next.
+		log = fmt.Appendf(log, "INIT_START Runtime: %s\tSandbox Duration: %.2f ms\tPooled: %t\n",
+			fn.Runtime, float64(r.sandboxDur)/float64(time.Millisecond), r.pooled)
+	}
 	log = fmt.Appendf(log, "START RequestId: %s Version: %s\n", r.requestID, model.DefaultVersion)
 	log = append(log, r.output...)
 	log = append(log, o.logExtra...)
@@ -514,7 +525,8 @@ func (w *Worker) startInstance(ctx context.Context, fn *model.Function, rev stri
 	if err != nil {
 		return nil, &startError{err}
 	}
-	inst := &instance{id: id, revision: rev, memoryMB: fn.Memory, sb: sb, api: api, logs: logs, started: started}
+	inst := &instance{id: id, revision: rev, memoryMB: fn.Memory, sb: sb, api: api, logs: logs,
+		started: started, sandboxDur: time.Since(started)}
 	go func() {
 		<-sb.Done()
 		api.Close() // ends a pending Invoke with ErrClosed

@@ -31,6 +31,7 @@ type pool struct {
 	ready    []*pooled
 	failures int           // consecutive spawn errors and deaths; reset by a take
 	closed   bool          // no more refills
+	lastTake time.Time     // when an init was last taken (refillDelay)
 	changed  chan struct{} // closed and replaced whenever ready changes
 	wake     chan struct{} // 1-buffered: wakes the refill loop
 	quit     chan struct{} // closed to stop the refill loop
@@ -77,12 +78,20 @@ func backoff(n int) time.Duration {
 	return min(50*time.Millisecond<<min(n-1, 10), 5*time.Second)
 }
 
+// refillDelay is how long the pool waits after a take before forking the
+// replacement. On cgroup v1, attaching a process to its cgroups holds the
+// kernel's threadgroup rwsem for writing, which stalls every fork and
+// thread creation on the host for milliseconds, so a refill right after a
+// take would slow down the very instance that was just started (its
+// runtime creating its threads).
+const refillDelay = 50 * time.Millisecond
+
 func (p *pool) run() {
 	defer close(p.stopped)
 	for {
 		p.mu.Lock()
 		need := !p.closed && len(p.ready) < p.size
-		delay := backoff(p.failures)
+		delay := max(backoff(p.failures), time.Until(p.lastTake.Add(refillDelay)))
 		p.mu.Unlock()
 		if !need {
 			select {
@@ -153,6 +162,7 @@ func (p *pool) take() *Instance {
 	defer p.poke()
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.lastTake = time.Now()
 	for len(p.ready) > 0 {
 		// The oldest first: the most likely to have finished its set-up.
 		e := p.ready[0]
