@@ -87,13 +87,16 @@ func (o Options) withDefaults() Options {
 // Result is everything one run measured. Times are in milliseconds, memory
 // in MB (10^6 bytes).
 type Result struct {
-	Machine  Machine   `json:"machine"`
-	Settings Settings  `json:"settings"`
-	Floor    Target    `json:"floor"`
-	Modes    []Mode    `json:"modes"`
-	Checks   []Check   `json:"checks"`
-	Started  time.Time `json:"started"`
-	Took     float64   `json:"took_s"`
+	Machine  Machine  `json:"machine"`
+	Settings Settings `json:"settings"`
+	Floor    Target   `json:"floor"`
+	Modes    []Mode   `json:"modes"`
+	// IsolationCost is the warm-latency cost of the isolating sandbox per
+	// runtime, measured interleaved (see isolationCost).
+	IsolationCost []IsolationCost `json:"isolation_cost,omitempty"`
+	Checks        []Check         `json:"checks"`
+	Started       time.Time       `json:"started"`
+	Took          float64         `json:"took_s"`
 }
 
 // Machine describes where the run happened.
@@ -269,6 +272,12 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 			return nil, fmt.Errorf("isolation %s: %w", iso, err)
 		}
 		res.Modes = append(res.Modes, m)
+	}
+	if len(res.Modes) == 2 && res.Modes[1].Skipped == "" {
+		fmt.Fprintln(opts.Progress, "isolation cost: interleaved warm latency")
+		if res.IsolationCost, err = b.isolationCost(ctx); err != nil {
+			return nil, fmt.Errorf("isolation cost: %w", err)
+		}
 	}
 	res.Checks = Evaluate(res)
 	res.Took = time.Since(start).Seconds()
@@ -540,3 +549,74 @@ func machine() Machine {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// IsolationCost compares warm latency with and without the isolating
+// sandbox for one runtime.
+type IsolationCost struct {
+	Runtime string `json:"runtime"`
+	// Ratios are isolated p50 / unsandboxed p50 of each round; Median is
+	// their median.
+	Ratios []float64 `json:"ratios"`
+	Median float64   `json:"median"`
+}
+
+// isolationRounds is how many alternating rounds isolationCost measures.
+const isolationRounds = 7
+
+// isolationCost runs an unsandboxed and an isolated node side by side and
+// measures each runtime's warm latency on them in alternating short rounds,
+// so both see the same machine at nearly the same time: a single
+// sequential run per mode moved by ±15% on a busy 2-vCPU machine.
+func (b *bencher) isolationCost(ctx context.Context) ([]IsolationCost, error) {
+	var nbs [2]*nodeBench
+	for i, iso := range []string{"none", "auto"} {
+		dir, err := os.MkdirTemp("", "aloft-bench-iso-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+		n, err := node.Start(ctx, node.Config{
+			DataDir: dir, Listen: "127.0.0.1:0", Isolation: iso, Grace: 10 * time.Second,
+			Version: "bench", Logger: b.opts.Logger, PoolSize: -1,
+		})
+		if err != nil {
+			return nil, err
+		}
+		defer n.Close()
+		nbs[i] = &nodeBench{bencher: b, node: n, label: iso,
+			client: &cli.Client{BaseURL: n.URL(), Token: n.Token(), HTTP: b.client}}
+	}
+	round := max(b.opts.Duration/5, 300*time.Millisecond)
+	var out []IsolationCost
+	for _, rt := range b.opts.Runtimes {
+		name := "bench-iso-" + rt
+		var ts [2]*target
+		for i, nb := range nbs {
+			if err := nb.deploy(ctx, name, rt); err != nil {
+				return nil, err
+			}
+			ts[i] = nb.invokeTarget(name)
+			if _, err := b.sequentialFor(ctx, ts[i], round); err != nil { // warm both up
+				return nil, err
+			}
+		}
+		c := IsolationCost{Runtime: rt}
+		for r := range isolationRounds {
+			var p50 [2]float64
+			for k := range 2 {
+				i := (r + k) % 2 // alternate which mode goes first
+				l, err := b.sequentialFor(ctx, ts[i], round)
+				if err != nil {
+					return nil, err
+				}
+				p50[i] = l.P50
+			}
+			c.Ratios = append(c.Ratios, p50[1]/p50[0])
+		}
+		sorted := slices.Clone(c.Ratios)
+		slices.Sort(sorted)
+		c.Median = sorted[len(sorted)/2]
+		out = append(out, c)
+	}
+	return out, nil
+}

@@ -79,6 +79,11 @@ func (b *bencher) warmUpTime() time.Duration { return min(b.opts.Duration/5, tim
 // sequential measures the latency of one request after another, after a
 // warm-up, for the run's duration.
 func (b *bencher) sequential(ctx context.Context, t *target) (Latency, error) {
+	return b.sequentialFor(ctx, t, b.opts.Duration)
+}
+
+// sequentialFor is sequential measuring for d.
+func (b *bencher) sequentialFor(ctx context.Context, t *target, d time.Duration) (Latency, error) {
 	if err := b.checkEcho(ctx, t); err != nil {
 		return Latency{}, err
 	}
@@ -89,7 +94,7 @@ func (b *bencher) sequential(ctx context.Context, t *target) (Latency, error) {
 		}
 	}
 	var lat []time.Duration
-	for end := time.Now().Add(b.opts.Duration); time.Now().Before(end); {
+	for end := time.Now().Add(d); time.Now().Before(end); {
 		t0 := time.Now()
 		if _, _, err := b.call(ctx, t, payload, false); err != nil {
 			return Latency{}, err
