@@ -369,3 +369,37 @@ func TestAsyncThrottled(t *testing.T) {
 		t.Errorf("instances %+v, want at most 1", fv.Instances)
 	}
 }
+
+// TestAsyncDeleteDiscardsEvents: deleting a function discards its waiting
+// events, as Lambda does; a new function of the same name never runs them.
+func TestAsyncDeleteDiscardsEvents(t *testing.T) {
+	cfg := asyncConfig()
+	cfg.QueueTimeout = 50 * time.Millisecond
+	h := startNode(t, cfg)
+	// Disabled (reserved 0): its events wait in the queue, throttled.
+	h.deployGoecho(model.Config{Name: "gone", ReservedConcurrency: ptr(0)})
+	for i := range 5 {
+		h.invokeAsync("gone", fmt.Sprintf(`{"action":"print","text":"old event %d"}`, i))
+	}
+	eventually(t, 5*time.Second, func() string {
+		fn, err := h.client.Get(t.Context(), "gone")
+		if err != nil || fn.Queue == nil || fn.Queue.Depth != 5 {
+			return fmt.Sprintf("queue of gone: %+v, %v; want 5 waiting events", fn.Queue, err)
+		}
+		return ""
+	})
+	if err := h.client.Delete(t.Context(), "gone"); err != nil {
+		t.Fatal(err)
+	}
+	h.deployGoecho(model.Config{Name: "gone"})
+	h.invokeAsync("gone", `{"action":"print","text":"new event"}`)
+	h.waitLogs("gone", "new event")
+	time.Sleep(500 * time.Millisecond)
+	if logs := h.logs("gone"); strings.Contains(logs, "old event") {
+		t.Errorf("the deleted function's events ran on the new one:\n%s", logs)
+	}
+	fn, err := h.client.Get(t.Context(), "gone")
+	if err != nil || fn.Queue == nil || fn.Queue.Depth != 0 {
+		t.Errorf("queue after the new event: %+v, %v; want empty", fn.Queue, err)
+	}
+}

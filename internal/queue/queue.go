@@ -189,7 +189,9 @@ func (q *Queue) Publish(ctx context.Context, name string, ev Event) (string, err
 }
 
 // Sync starts polling function name's events, or stops it when fn is nil
-// (deleted). Events of a deleted function stay in the stream.
+// (deleted): then, as Lambda does, the events still waiting are discarded,
+// so a later function of the same name never runs them. Its dead letters
+// stay until purged.
 func (q *Queue) Sync(ctx context.Context, name string, fn *model.Function) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -200,7 +202,14 @@ func (q *Queue) Sync(ctx context.Context, name string, fn *model.Function) error
 	if fn == nil {
 		if p != nil {
 			delete(q.pollers, name)
-			p.cancel()
+			p.cancel() // events already running finish; their acks find nothing
+		}
+		if err := q.stream.Purge(ctx, jetstream.WithPurgeSubject(SubjectPrefix+name)); err != nil {
+			return fmt.Errorf("cannot discard the events of %s: %w", name, err)
+		}
+		err := q.JS.DeleteConsumer(ctx, Stream, "aloft-async-"+name)
+		if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return fmt.Errorf("cannot delete the consumer of %s: %w", name, err)
 		}
 		return nil
 	}
