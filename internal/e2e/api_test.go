@@ -370,3 +370,26 @@ func TestLogsFollow(t *testing.T) {
 		}
 	}
 }
+
+// TestStartFailsCleanly: a node that cannot listen says why and leaves
+// nothing running (no pre-started interpreter, no sandbox).
+func TestStartFailsCleanly(t *testing.T) {
+	h := startNode(t, node.Config{})
+	dir := t.TempDir()
+	// Plain processes: their command lines name the data directory.
+	_, err := node.Start(context.Background(), node.Config{DataDir: dir, Listen: h.node.Addr(), Isolation: "none"})
+	if err == nil || !strings.Contains(err.Error(), "cannot listen") {
+		t.Fatalf("start on a taken port: %v, want a cannot-listen error", err)
+	}
+	// Pools start in the background: give a leak the time to show.
+	time.Sleep(1500 * time.Millisecond)
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		for _, f := range []string{"cmdline", "environ"} {
+			b, err := os.ReadFile("/proc/" + e.Name() + "/" + f)
+			if err == nil && bytes.Contains(b, []byte(dir)) {
+				t.Errorf("process %s of the failed node still runs (its %s names %s)", e.Name(), f, dir)
+			}
+		}
+	}
+}

@@ -271,6 +271,11 @@ func (n *Node) closeAll() {
 	if n.ln != nil && n.http == nil {
 		n.ln.Close()
 	}
+	if n.worker != nil {
+		// After a failed Start: stop its pools and instances. After Close
+		// it is already closed and this returns at once.
+		n.worker.Close(context.Background())
+	}
 	if n.store != nil {
 		n.store.Close()
 	}
