@@ -10,6 +10,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -44,6 +46,11 @@ type Options struct {
 	Idle        int           // idle instances per runtime for the memory figure (10)
 	// ThroughputAll measures throughput for every runtime, not only Go.
 	ThroughputAll bool
+	// ExternalClient also measures the floor's and the Go function's warm
+	// latency from a client in a process of its own (ClientCommand), as an
+	// outside user sees them; the in-process client shares the node's
+	// runtime and skips the hand-off between processes.
+	ExternalClient []string // the command that runs "bench client"; nil: skip
 	// Progress receives one line per step; nil means none.
 	Progress io.Writer
 	// Logger receives the nodes' logs; nil discards them.
@@ -124,8 +131,10 @@ type Settings struct {
 
 // Target is the warm figures of one HTTP target (the floor, or a function).
 type Target struct {
-	Warm       Latency      `json:"warm"`
-	Throughput []Throughput `json:"throughput,omitempty"`
+	Warm Latency `json:"warm"`
+	// WarmExternal is Warm measured from a client in its own process.
+	WarmExternal *Latency     `json:"warm_external,omitempty"`
+	Throughput   []Throughput `json:"throughput,omitempty"`
 }
 
 // Latency is a latency distribution.
@@ -255,6 +264,9 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	floor := &target{url: floorURL}
 	fmt.Fprintln(opts.Progress, "floor: warm latency")
 	if res.Floor.Warm, err = b.sequential(ctx, floor); err != nil {
+		return nil, fmt.Errorf("floor: %w", err)
+	}
+	if res.Floor.WarmExternal, err = b.external(ctx, floor); err != nil {
 		return nil, fmt.Errorf("floor: %w", err)
 	}
 	for _, c := range opts.Concurrency {
@@ -439,6 +451,11 @@ func (nb *nodeBench) runtime(ctx context.Context, rt string) (Runtime, error) {
 	if r.Warm, err = nb.sequential(ctx, t); err != nil {
 		return r, err
 	}
+	if rt == "go" {
+		if r.WarmExternal, err = nb.external(ctx, t); err != nil {
+			return r, err
+		}
+	}
 	if r.Inside, err = nb.inside(ctx, t); err != nil {
 		return r, err
 	}
@@ -619,4 +636,39 @@ func (b *bencher) isolationCost(ctx context.Context) ([]IsolationCost, error) {
 		out = append(out, c)
 	}
 	return out, nil
+}
+
+// external measures t's sequential warm latency from a client process of
+// its own, or returns nil when Options.ExternalClient is not set.
+func (b *bencher) external(ctx context.Context, t *target) (*Latency, error) {
+	if len(b.opts.ExternalClient) == 0 {
+		return nil, nil
+	}
+	args := append(slices.Clone(b.opts.ExternalClient[1:]), "--url", t.url, "--duration", b.opts.Duration.String())
+	cmd := exec.CommandContext(ctx, b.opts.ExternalClient[0], args...)
+	cmd.Env = append(os.Environ(), "ALOFT_BENCH_TOKEN="+t.token)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("external client: %v: %s", err, stderr.String())
+	}
+	var l Latency
+	if err := json.Unmarshal(out, &l); err != nil {
+		return nil, fmt.Errorf("external client answered %q: %w", out, err)
+	}
+	return &l, nil
+}
+
+// ClientMain is the external client: sequential warm latency of url for d,
+// after a warm-up, printed as JSON Latency. The token comes from
+// ALOFT_BENCH_TOKEN.
+func ClientMain(ctx context.Context, w io.Writer, url string, d time.Duration) error {
+	b := &bencher{opts: Options{Duration: d}.withDefaults(), client: newClient()}
+	defer b.client.CloseIdleConnections()
+	l, err := b.sequential(ctx, &target{url: url, token: os.Getenv("ALOFT_BENCH_TOKEN")})
+	if err != nil {
+		return err
+	}
+	return json.NewEncoder(w).Encode(l)
 }

@@ -83,7 +83,20 @@ Each figure is printed with its target and PASS or MISS.`,
 			return Format(cmd.OutOrStdout(), res)
 		},
 	}
+	var external bool
+	cmd.AddCommand(newClientCommand())
+	cmd.PreRunE = func(*cobra.Command, []string) error {
+		if external {
+			exe, err := os.Executable()
+			if err != nil {
+				return fmt.Errorf("cannot find this program for the external client: %w", err)
+			}
+			opts.ExternalClient = []string{exe, "bench", "client"}
+		}
+		return nil
+	}
 	f := cmd.Flags()
+	f.BoolVar(&external, "external-client", true, "also measure the floor's and Go's warm latency from a client in its own process")
 	f.DurationVar(&opts.Duration, "duration", 3*time.Second, "measuring time of each latency and throughput figure")
 	f.StringVar(&runtimes, "runtimes", "go,node,python", "runtimes to measure")
 	f.StringVar(&opts.Isolation, "isolation", "both", "both (unsandboxed, then isolated when the host allows), none, auto or required")
@@ -96,5 +109,26 @@ Each figure is printed with its target and PASS or MISS.`,
 	f.BoolVar(&asJSON, "json", false, "print the results as JSON instead of a table")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run (node included) to this file")
 	f.BoolVar(&verbose, "verbose", false, "print the nodes' warnings")
+	return cmd
+}
+
+// newClientCommand is "aloft bench client", the external client the bench
+// runs as a process of its own.
+func newClientCommand() *cobra.Command {
+	var (
+		url      string
+		duration time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:    "client",
+		Short:  "Measure sequential warm latency of one URL (run by aloft bench)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return ClientMain(cmd.Context(), cmd.OutOrStdout(), url, duration)
+		},
+	}
+	cmd.Flags().StringVar(&url, "url", "", "the URL to POST the bench payload to")
+	cmd.Flags().DurationVar(&duration, "duration", 3*time.Second, "measuring time")
 	return cmd
 }

@@ -48,6 +48,9 @@ func Evaluate(r *Result) []Check {
 	}
 	floor := r.Floor
 	add("floor warm p50 / p99", "", lat(floor.Warm), "", NoTarget)
+	if floor.WarmExternal != nil {
+		add("floor warm p50 / p99, client in its own process", "", lat(*floor.WarmExternal), "", NoTarget)
+	}
 	if len(floor.Throughput) > 0 {
 		add("floor throughput "+levels(floor.Throughput), "", rps(floor.Throughput), "", NoTarget)
 	}
@@ -68,6 +71,10 @@ func Evaluate(r *Result) []Check {
 				fmt.Sprintf("p50 ≤ %g× floor (%s)", TargetWarmVsFloor, msStr(limit)), passIf(rt.Warm.P50 <= limit))
 			if rt.Inside.N > 0 {
 				add(name+"   … of which Runtime API round trip p50 / p99", iso, lat(rt.Inside), "", NoTarget)
+			}
+			if ext := rt.WarmExternal; ext != nil && floor.WarmExternal != nil {
+				add(name+" warm p50 / p99, client in its own process", iso,
+					fmt.Sprintf("%s (%.1f× that floor)", lat(*ext), ext.P50/floor.WarmExternal.P50), "", NoTarget)
 			}
 			if base, ok := unsandboxed[name]; ok && iso == "isolated" {
 				ratio := rt.Warm.P50 / base.Warm.P50
