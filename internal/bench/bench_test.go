@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -52,7 +54,8 @@ func TestCommand(t *testing.T) {
 			var out, progress bytes.Buffer
 			cmd.SetOut(&out)
 			cmd.SetErr(&progress)
-			cmd.SetArgs([]string{"--duration", "200ms", "--cold", "2", "--runtimes", tc.runtimes,
+			// The test binary cannot serve as the external client process.
+			cmd.SetArgs([]string{"--external-client=false", "--duration", "200ms", "--cold", "2", "--runtimes", tc.runtimes,
 				"--isolation", isolation(), "--concurrency", "1,4", "--scale", "4", "--idle", "2",
 				"--throughput-all", "--json"})
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -182,5 +185,32 @@ func TestSummarize(t *testing.T) {
 	}
 	if got := summarize(nil); got != (Latency{}) {
 		t.Errorf("empty: got %+v, want zero", got)
+	}
+}
+
+// TestExternalClient runs the real `aloft bench client` process against a
+// floor server, as the bench does for its client-in-its-own-process rows.
+func TestExternalClient(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the aloft binary")
+	}
+	exe := filepath.Join(t.TempDir(), "aloft")
+	build := exec.Command("go", "build", "-o", exe, "./cmd/aloft")
+	build.Dir = filepath.Join("..", "..")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	url, stop, err := startFloor()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	b := &bencher{opts: Options{Duration: 300 * time.Millisecond, ExternalClient: []string{exe, "bench", "client"}}.withDefaults()}
+	l, err := b.external(context.Background(), &target{url: url})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l == nil || l.N < 10 || l.P50 <= 0 || l.P99 < l.P50 {
+		t.Errorf("external latency %+v, want a distribution of many requests", l)
 	}
 }
