@@ -127,8 +127,16 @@ func startWith(t testing.TB, configure func(*http.Server), rt model.Runtime, han
 		"LAMBDA_TASK_ROOT=" + taskRoot,
 		"LAMBDA_RUNTIME_DIR=" + runtimeDir,
 	}, append(append([]string{}, testEnv...), extraEnv...)...)
-	cmd.Stdout = inst.out
-	cmd.Stderr = inst.out
+	inst.run(cmd, hs)
+	return inst
+}
+
+// run starts cmd as the instance's runtime process, reaps it, and stops it
+// with its Runtime API server hs when the test ends.
+func (inst *instance) run(cmd *exec.Cmd, hs *http.Server) {
+	t := inst.t
+	t.Helper()
+	cmd.Stdout, cmd.Stderr = inst.out, inst.out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +146,7 @@ func startWith(t testing.TB, configure func(*http.Server), rt model.Runtime, han
 		close(inst.done)
 	}()
 	t.Cleanup(func() {
-		srv.Close()
+		inst.srv.Close()
 		cmd.Process.Kill()
 		<-inst.done
 		hs.Close()
@@ -146,7 +154,6 @@ func startWith(t testing.TB, configure func(*http.Server), rt model.Runtime, han
 			t.Logf("instance output:\n%s", inst.out.String())
 		}
 	})
-	return inst
 }
 
 // invoke sends payload and waits for the answer; it fails the test when the

@@ -51,24 +51,7 @@ func startPooled(t *testing.T, rt model.Runtime) (*instance, string) {
 		"LANG=C.UTF-8",
 		"ALOFT_POOL=1",
 	}
-	cmd.Stdout, cmd.Stderr = inst.out, inst.out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	inst.cmd = cmd
-	go func() {
-		inst.waitErr = cmd.Wait()
-		close(inst.done)
-	}()
-	t.Cleanup(func() {
-		srv.Close()
-		cmd.Process.Kill()
-		<-inst.done
-		hs.Close()
-		if t.Failed() {
-			t.Logf("instance output:\n%s", inst.out.String())
-		}
-	})
+	inst.run(cmd, hs)
 	select {
 	case <-srv.PoolReady():
 	case <-srv.Ready():
