@@ -7,13 +7,11 @@
 package plain
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"strconv"
 	"sync"
@@ -77,7 +75,15 @@ func (d *Driver) Start(ctx context.Context, spec *sandbox.Spec) (sandbox.Instanc
 		return nil, fmt.Errorf("cannot start %s: %w", spec.Args[0], err)
 	}
 	w.Close()
-	inst.statusPath = "/proc/" + strconv.Itoa(cmd.Process.Pid) + "/status"
+	// Opened before the process is waited for, so the pid is still its own.
+	inst.procStatus, err = sandbox.OpenStatFile("/proc/" + strconv.Itoa(cmd.Process.Pid) + "/status")
+	if err != nil {
+		inst.kill()
+		cmd.Wait()
+		out.Close()
+		inst.srv.Close()
+		return nil, fmt.Errorf("cannot watch %s: %w", spec.Args[0], err)
+	}
 	d.track(inst, true)
 	poll := d.MemoryPoll
 	if poll == 0 {
@@ -87,6 +93,7 @@ func (d *Driver) Start(ctx context.Context, spec *sandbox.Spec) (sandbox.Instanc
 	go func() {
 		err := cmd.Wait()
 		<-inst.watchDone
+		inst.procStatus.Close()
 		inst.setExit(err)
 		inst.kill() // whatever the process left in its group
 		<-out.Done()
@@ -132,7 +139,7 @@ type instance struct {
 	done  chan struct{}
 
 	watchDone  chan struct{}
-	statusPath string // /proc/PID/status of the instance's process
+	procStatus *sandbox.StatFile // /proc/PID/status of the instance's process
 
 	mu      sync.Mutex
 	peak    int64
@@ -165,7 +172,7 @@ func (i *instance) ExitStatus() sandbox.ExitStatus {
 // Stats reads the process's peak resident memory now, so the figure is
 // exact even between the watchdog's samples.
 func (i *instance) Stats() sandbox.Stats {
-	_, hwm, _ := readMemory(i.statusPath, make([]byte, 4096))
+	_, hwm, _ := readMemory(i.procStatus, make([]byte, 4096))
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	if hwm > i.peak && !i.oom {
@@ -213,12 +220,11 @@ func (i *instance) setExit(err error) {
 // the process group when it passes the limit.
 func (i *instance) watch(every time.Duration) {
 	defer close(i.watchDone)
-	path := i.statusPath
 	t := time.NewTicker(every)
 	defer t.Stop()
 	buf := make([]byte, 4096)
 	for {
-		rss, hwm, ok := readMemory(path, buf)
+		rss, hwm, ok := readMemory(i.procStatus, buf)
 		if !ok {
 			return // the process is gone
 		}
@@ -243,16 +249,14 @@ func (i *instance) watch(every time.Duration) {
 }
 
 // readMemory returns VmRSS and VmHWM in bytes from /proc/PID/status.
-func readMemory(path string, buf []byte) (rss, hwm int64, ok bool) {
-	f, err := os.Open(path)
+func readMemory(f *sandbox.StatFile, buf []byte) (rss, hwm int64, ok bool) {
+	text, err := f.Read(buf)
 	if err != nil {
 		return 0, 0, false
 	}
-	n, _ := f.Read(buf)
-	f.Close()
-	sc := bufio.NewScanner(bytes.NewReader(buf[:n]))
-	for sc.Scan() {
-		line := sc.Bytes()
+	for len(text) > 0 {
+		var line []byte
+		line, text, _ = bytes.Cut(text, []byte("\n"))
 		if v, found := bytes.CutPrefix(line, []byte("VmRSS:")); found {
 			rss = parseKB(v)
 		} else if v, found := bytes.CutPrefix(line, []byte("VmHWM:")); found {

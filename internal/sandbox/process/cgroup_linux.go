@@ -4,6 +4,7 @@ package process
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -14,6 +15,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/aloft-dev/aloft/internal/sandbox"
 )
 
 // cgroups manages the driver's cgroups, on v1 (one hierarchy per controller)
@@ -254,6 +257,10 @@ type instanceCgroup struct {
 	v2                             bool
 	memory, pids, cpu, cpuacct     string
 	lastPeak, lastCPU, lastOOMKill int64
+
+	// Kept open by stats until closeStats (destroy).
+	peakFile, cpuFile *sandbox.StatFile
+	closed            bool
 }
 
 func (c *cgroups) instance(id string) *instanceCgroup {
@@ -406,29 +413,60 @@ func (g *instanceCgroup) oomKills() int64 {
 }
 
 // stats returns the peak memory and the CPU time so far (the last values
-// read once the cgroup is gone).
+// read once the cgroup is gone). It keeps the two files open: it runs after
+// every invocation.
 func (g *instanceCgroup) stats() (peak int64, cpu time.Duration) {
-	if g.v2 {
-		if v, err := readInt(filepath.Join(g.memory, "memory.peak")); err == nil {
+	if g.peakFile == nil && !g.closed {
+		peakPath, cpuPath := filepath.Join(g.memory, "memory.max_usage_in_bytes"), filepath.Join(g.cpuacct, "cpuacct.usage")
+		if g.v2 {
+			peakPath, cpuPath = filepath.Join(g.memory, "memory.peak"), filepath.Join(g.cpuacct, "cpu.stat")
+		}
+		var err error
+		if g.peakFile, err = sandbox.OpenStatFile(peakPath); err != nil {
+			return g.lastPeak, time.Duration(g.lastCPU)
+		}
+		if g.cpuFile, err = sandbox.OpenStatFile(cpuPath); err != nil {
+			g.peakFile.Close()
+			g.peakFile = nil
+			return g.lastPeak, time.Duration(g.lastCPU)
+		}
+	}
+	if g.peakFile == nil {
+		return g.lastPeak, time.Duration(g.lastCPU)
+	}
+	var buf [512]byte
+	if b, err := g.peakFile.Read(buf[:]); err == nil {
+		if v, err := strconv.ParseInt(string(bytes.TrimSpace(b)), 10, 64); err == nil {
 			g.lastPeak = v
 		}
-		if v, ok := readKey(filepath.Join(g.cpuacct, "cpu.stat"), "usage_usec"); ok {
-			g.lastCPU = v * 1000
-		}
-	} else {
-		if v, err := readInt(filepath.Join(g.memory, "memory.max_usage_in_bytes")); err == nil {
-			g.lastPeak = v
-		}
-		if v, err := readInt(filepath.Join(g.cpuacct, "cpuacct.usage")); err == nil {
+	}
+	if b, err := g.cpuFile.Read(buf[:]); err == nil {
+		if g.v2 {
+			if v, ok := keyValue(b, "usage_usec"); ok {
+				g.lastCPU = v * 1000
+			}
+		} else if v, err := strconv.ParseInt(string(bytes.TrimSpace(b)), 10, 64); err == nil {
 			g.lastCPU = v
 		}
 	}
 	return g.lastPeak, time.Duration(g.lastCPU)
 }
 
+// closeStats closes the files stats keeps open; stats then returns the
+// last values it read.
+func (g *instanceCgroup) closeStats() {
+	g.closed = true
+	if g.peakFile != nil {
+		g.peakFile.Close()
+		g.cpuFile.Close()
+		g.peakFile, g.cpuFile = nil, nil
+	}
+}
+
 // destroy kills every process in the cgroup and removes it. Instances are
 // pid-namespace inits, so killing them takes their whole namespace along.
 func (g *instanceCgroup) destroy() error {
+	g.closeStats()
 	if g.v2 {
 		_ = writeFile(filepath.Join(g.memory, "cgroup.kill"), "1")
 	}
@@ -481,10 +519,17 @@ func readKey(path, key string) (int64, bool) {
 	if err != nil {
 		return 0, false
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) == 2 && f[0] == key {
-			v, err := strconv.ParseInt(f[1], 10, 64)
+	return keyValue(b, key)
+}
+
+// keyValue finds "key value" in the text of a flat-keyed cgroup file.
+func keyValue(b []byte, key string) (int64, bool) {
+	for len(b) > 0 {
+		var line []byte
+		line, b, _ = bytes.Cut(b, []byte("\n"))
+		f := bytes.Fields(line)
+		if len(f) == 2 && string(f[0]) == key {
+			v, err := strconv.ParseInt(string(f[1]), 10, 64)
 			return v, err == nil
 		}
 	}
