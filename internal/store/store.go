@@ -37,6 +37,8 @@ type Store struct {
 	kv   jetstream.KeyValue
 	code jetstream.ObjectStore
 
+	batch *batcher // log texts and usage records on their way to the streams
+
 	mu        sync.RWMutex
 	functions map[string]*model.Function
 	watcher   jetstream.KeyWatcher
@@ -72,7 +74,7 @@ func Open(ctx context.Context, nc *nats.Conn) (*Store, error) {
 			return nil, fmt.Errorf("cannot open stream %s: %w", cfg.Name, err)
 		}
 	}
-	s := &Store{js: js, kv: kv, code: code, functions: make(map[string]*model.Function)}
+	s := &Store{js: js, kv: kv, code: code, functions: make(map[string]*model.Function), batch: newBatcher(js)}
 	if err := s.watch(ctx); err != nil {
 		return nil, err
 	}
@@ -144,8 +146,10 @@ func (s *Store) OnChange(f func(name string, fn *model.Function)) {
 	s.mu.Unlock()
 }
 
-// Close stops watching.
+// Close publishes what is still gathered (without waiting; Flush waits)
+// and stops watching.
 func (s *Store) Close() {
+	s.batch.flush()
 	if s.watcher != nil {
 		s.watcher.Stop()
 	}
@@ -243,25 +247,27 @@ func (s *Store) DeleteCode(ctx context.Context, sha string) error {
 	return nil
 }
 
-// AppendLog publishes one invocation's log text. It does not wait for the
-// store's acknowledgement; Flush does.
+// AppendLog stores one invocation's log text. It is published within a
+// few milliseconds, batched with others (batch.go), and does not wait for
+// the store's acknowledgement; Flush does. The error is that of an earlier
+// publish that failed.
 func (s *Store) AppendLog(function string, text []byte) error {
-	_, err := s.js.PublishAsync(logsSubject+function, text)
-	return err
+	return s.batch.add(logsSubject+function, text)
 }
 
-// AppendUsage publishes a usage record without waiting.
+// AppendUsage stores a usage record, as AppendLog does.
 func (s *Store) AppendUsage(u *model.Usage) error {
 	b, err := json.Marshal(u)
 	if err != nil {
 		return err
 	}
-	_, err = s.js.PublishAsync(usageSubject+u.Function, b)
-	return err
+	return s.batch.add(usageSubject+u.Function, b)
 }
 
-// Flush waits until every asynchronous publish was acknowledged.
+// Flush publishes what AppendLog and AppendUsage gathered and waits until
+// every asynchronous publish was acknowledged.
 func (s *Store) Flush(ctx context.Context) error {
+	s.batch.flush()
 	select {
 	case <-s.js.PublishAsyncComplete():
 		return nil
@@ -274,20 +280,30 @@ func (s *Store) Flush(ctx context.Context) error {
 // time, in order. With follow it keeps calling emit for new records until
 // ctx ends; otherwise it returns after the last stored one.
 func (s *Store) Logs(ctx context.Context, function string, since time.Time, follow bool, emit func([]byte) error) error {
-	return s.read(ctx, logsStream, logsSubject+function, since, follow, func(m jetstream.Msg) error { return emit(m.Data()) })
+	return s.read(ctx, logsStream, logsSubject+function, since, follow, func(m jetstream.Msg) error {
+		for _, text := range records(m) {
+			if err := emit(text); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
-// Usage calls emit with every stored usage record, oldest first, of one
-// function or (function "") all.
+// Usage calls emit with every stored usage record of one function or
+// (function "") all, oldest first for each function (records of several
+// functions written within one batch window are grouped by function).
 func (s *Store) Usage(ctx context.Context, function string, emit func(*model.Usage)) error {
 	subject := usageSubject + ">"
 	if function != "" {
 		subject = usageSubject + function
 	}
 	return s.read(ctx, usageStream, subject, time.Time{}, false, func(m jetstream.Msg) error {
-		var u model.Usage
-		if json.Unmarshal(m.Data(), &u) == nil {
-			emit(&u)
+		for _, rec := range records(m) {
+			var u model.Usage
+			if json.Unmarshal(rec, &u) == nil {
+				emit(&u)
+			}
 		}
 		return nil
 	})

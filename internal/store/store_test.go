@@ -296,7 +296,9 @@ func TestUsage(t *testing.T) {
 		function string
 		want     string
 	}{
-		{"", "a0,b1,a2,c3,a4"},
+		// Records written within one batch window come back grouped by
+		// function, each function's in order.
+		{"", "a0,a2,a4,b1,c3"},
 		{"a", "a0,a2,a4"},
 		{"c", "c3"},
 		{"none", ""},
