@@ -19,6 +19,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -335,6 +336,10 @@ func (s *Server) postResult(w http.ResponseWriter, r *http.Request, id string, i
 	s.remember(id)
 	s.mu.Unlock()
 	c.result <- res
+	// Let the waiting invoker answer its caller before this goroutine
+	// spends a write on the runtime's 202: the caller waits on that answer,
+	// the runtime only on its next invocation.
+	runtime.Gosched()
 
 	if res.TooLarge {
 		writeJSON(w, http.StatusRequestEntityTooLarge, tooLargeDoc)
