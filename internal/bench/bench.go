@@ -145,11 +145,15 @@ type Latency struct {
 	Mean float64 `json:"mean_ms"`
 }
 
-// Throughput is the completed requests per second at one concurrency.
+// Throughput is the completed requests per second at one concurrency, and
+// the CPU time each cost: in the bench's own process (the node, or the
+// floor's server, with the client) and in the function instances' processes.
 type Throughput struct {
-	Concurrency int     `json:"concurrency"`
-	N           int     `json:"n"`
-	RPS         float64 `json:"rps"`
+	Concurrency    int     `json:"concurrency"`
+	N              int     `json:"n"`
+	RPS            float64 `json:"rps"`
+	CPUSelfUs      float64 `json:"cpu_self_us_per_request"`
+	CPUInstancesUs float64 `json:"cpu_instances_us_per_request"`
 }
 
 // Mode is the figures of one node: one isolation setting.
@@ -170,7 +174,10 @@ type Runtime struct {
 	// the event to the Runtime API to the runtime's answer. Warm latency
 	// minus Inside is the gateway's and worker's share and the client hop.
 	Inside Latency `json:"inside"`
-	Cold   Cold    `json:"cold"`
+	// VsFloorExternal is this runtime's warm p50 over the floor's, both from
+	// a client in its own process, in alternating rounds (Go only).
+	VsFloorExternal *Interleaved `json:"vs_floor_external,omitempty"`
+	Cold            Cold         `json:"cold"`
 	// ColdPooled is the cold start with pre-started interpreters; nil while
 	// the node has no pools.
 	ColdPooled *Cold   `json:"cold_pooled,omitempty"`
@@ -262,11 +269,12 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	}
 	defer stopFloor()
 	floor := &target{url: floorURL}
+	b.floor = floor
 	fmt.Fprintln(opts.Progress, "floor: warm latency")
 	if res.Floor.Warm, err = b.sequential(ctx, floor); err != nil {
 		return nil, fmt.Errorf("floor: %w", err)
 	}
-	if res.Floor.WarmExternal, err = b.external(ctx, floor); err != nil {
+	if res.Floor.WarmExternal, err = b.external(ctx, floor, opts.Duration); err != nil {
 		return nil, fmt.Errorf("floor: %w", err)
 	}
 	for _, c := range opts.Concurrency {
@@ -301,6 +309,7 @@ type bencher struct {
 	opts    Options
 	client  *http.Client
 	bundles map[string][]byte // runtime → zip
+	floor   *target
 }
 
 var runtimeOf = map[string]model.Runtime{
@@ -452,8 +461,14 @@ func (nb *nodeBench) runtime(ctx context.Context, rt string) (Runtime, error) {
 		return r, err
 	}
 	if rt == "go" {
-		if r.WarmExternal, err = nb.external(ctx, t); err != nil {
+		if r.WarmExternal, err = nb.external(ctx, t, nb.opts.Duration); err != nil {
 			return r, err
+		}
+		if r.WarmExternal != nil {
+			nb.progress("%s: warm latency against the floor, client in its own process, interleaved", rt)
+			if r.VsFloorExternal, err = nb.externalVsFloor(ctx, t); err != nil {
+				return r, err
+			}
 		}
 	}
 	if r.Inside, err = nb.inside(ctx, t); err != nil {
@@ -580,6 +595,34 @@ type IsolationCost struct {
 // isolationRounds is how many alternating rounds isolationCost measures.
 const isolationRounds = 7
 
+// Interleaved is a ratio of two warm p50s measured in alternating rounds,
+// so both see the same machine at nearly the same time.
+type Interleaved struct {
+	Ratios []float64 `json:"ratios"` // of each round
+	Median float64   `json:"median"`
+}
+
+// interleave runs rounds of measure(0) and measure(1), alternating which
+// goes first, and returns the ratios measure(1)/measure(0).
+func interleave(rounds int, measure func(i int) (float64, error)) (Interleaved, error) {
+	var out Interleaved
+	for r := range rounds {
+		var v [2]float64
+		for k := range 2 {
+			i := (r + k) % 2
+			var err error
+			if v[i], err = measure(i); err != nil {
+				return out, err
+			}
+		}
+		out.Ratios = append(out.Ratios, v[1]/v[0])
+	}
+	sorted := slices.Clone(out.Ratios)
+	slices.Sort(sorted)
+	out.Median = sorted[len(sorted)/2]
+	return out, nil
+}
+
 // isolationCost runs an unsandboxed and an isolated node side by side and
 // measures each runtime's warm latency on them in alternating short rounds,
 // so both see the same machine at nearly the same time: a single
@@ -617,34 +660,43 @@ func (b *bencher) isolationCost(ctx context.Context) ([]IsolationCost, error) {
 				return nil, err
 			}
 		}
-		c := IsolationCost{Runtime: rt}
-		for r := range isolationRounds {
-			var p50 [2]float64
-			for k := range 2 {
-				i := (r + k) % 2 // alternate which mode goes first
-				l, err := b.sequentialFor(ctx, ts[i], round)
-				if err != nil {
-					return nil, err
-				}
-				p50[i] = l.P50
-			}
-			c.Ratios = append(c.Ratios, p50[1]/p50[0])
+		in, err := interleave(isolationRounds, func(i int) (float64, error) {
+			l, err := b.sequentialFor(ctx, ts[i], round)
+			return l.P50, err
+		})
+		if err != nil {
+			return nil, err
 		}
-		sorted := slices.Clone(c.Ratios)
-		slices.Sort(sorted)
-		c.Median = sorted[len(sorted)/2]
-		out = append(out, c)
+		out = append(out, IsolationCost{Runtime: rt, Ratios: in.Ratios, Median: in.Median})
 	}
 	return out, nil
 }
 
-// external measures t's sequential warm latency from a client process of
-// its own, or returns nil when Options.ExternalClient is not set.
-func (b *bencher) external(ctx context.Context, t *target) (*Latency, error) {
+// externalRounds is how many alternating rounds externalVsFloor measures.
+const externalRounds = 5
+
+// externalVsFloor compares t's warm p50 with the floor's, each measured by
+// a client in its own process, in alternating rounds: the floor's figure
+// alone moved by ±25% from one run to the next on a 2-vCPU machine.
+func (b *bencher) externalVsFloor(ctx context.Context, t *target) (*Interleaved, error) {
+	round := max(b.opts.Duration/3, 500*time.Millisecond)
+	in, err := interleave(externalRounds, func(i int) (float64, error) {
+		l, err := b.external(ctx, []*target{b.floor, t}[i], round)
+		if err != nil {
+			return 0, err
+		}
+		return l.P50, nil
+	})
+	return &in, err
+}
+
+// external measures t's sequential warm latency for d from a client process
+// of its own, or returns nil when Options.ExternalClient is not set.
+func (b *bencher) external(ctx context.Context, t *target, d time.Duration) (*Latency, error) {
 	if len(b.opts.ExternalClient) == 0 {
 		return nil, nil
 	}
-	args := append(slices.Clone(b.opts.ExternalClient[1:]), "--url", t.url, "--duration", b.opts.Duration.String())
+	args := append(slices.Clone(b.opts.ExternalClient[1:]), "--url", t.url, "--duration", d.String())
 	cmd := exec.CommandContext(ctx, b.opts.ExternalClient[0], args...)
 	cmd.Env = append(os.Environ(), "ALOFT_BENCH_TOKEN="+t.token)
 	var stderr bytes.Buffer

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -205,12 +207,41 @@ func TestExternalClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stop()
-	b := &bencher{opts: Options{Duration: 300 * time.Millisecond, ExternalClient: []string{exe, "bench", "client"}}.withDefaults()}
-	l, err := b.external(context.Background(), &target{url: url})
+	floor := &target{url: url}
+	b := &bencher{opts: Options{Duration: 300 * time.Millisecond, ExternalClient: []string{exe, "bench", "client"}}.withDefaults(), floor: floor}
+	l, err := b.external(context.Background(), floor, b.opts.Duration)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if l == nil || l.N < 10 || l.P50 <= 0 || l.P99 < l.P50 {
 		t.Errorf("external latency %+v, want a distribution of many requests", l)
+	}
+	// The floor against itself: every round's ratio near 1.
+	in, err := b.externalVsFloor(context.Background(), &target{url: url})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(in.Ratios) != externalRounds || in.Median < 0.5 || in.Median > 2 {
+		t.Errorf("floor vs itself: %+v, want %d ratios with a median near 1", in, externalRounds)
+	}
+}
+
+func TestInterleaveAlternatesAndDivides(t *testing.T) {
+	var order []int
+	in, err := interleave(4, func(i int) (float64, error) {
+		order = append(order, i)
+		return float64(10 * (i + 1)), nil // 10, then 20: ratio 2
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []int{0, 1, 1, 0, 0, 1, 1, 0}; !slices.Equal(order, want) {
+		t.Errorf("measured in order %v, want %v", order, want)
+	}
+	if in.Median != 2 || len(in.Ratios) != 4 {
+		t.Errorf("interleave = %+v, want 4 ratios of 2", in)
+	}
+	if _, err := interleave(3, func(i int) (float64, error) { return 0, errors.New("boom") }); err == nil {
+		t.Error("interleave hid its measurement's error")
 	}
 }

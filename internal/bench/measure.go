@@ -106,16 +106,31 @@ func (b *bencher) sequentialFor(ctx context.Context, t *target, d time.Duration)
 
 // throughput runs c clients, each sending one request after another, for
 // the run's duration after a warm-up at the same concurrency (which also
-// starts the instances the concurrency needs), and counts completions.
+// starts the instances the concurrency needs), counts completions, and
+// divides the CPU time spent meanwhile among them.
 func (b *bencher) throughput(ctx context.Context, t *target, c int) (Throughput, error) {
 	if _, err := b.load(ctx, t, c, b.warmUpTime()); err != nil {
+		return Throughput{}, err
+	}
+	before, err := cpuNow()
+	if err != nil {
 		return Throughput{}, err
 	}
 	n, err := b.load(ctx, t, c, b.opts.Duration)
 	if err != nil {
 		return Throughput{}, err
 	}
-	return Throughput{Concurrency: c, N: int(n), RPS: float64(n) / b.opts.Duration.Seconds()}, nil
+	after, err := cpuNow()
+	if err != nil {
+		return Throughput{}, err
+	}
+	used := after.sub(before)
+	tp := Throughput{Concurrency: c, N: int(n), RPS: float64(n) / b.opts.Duration.Seconds()}
+	if n > 0 {
+		tp.CPUSelfUs = float64(used.self) / float64(time.Microsecond) / float64(n)
+		tp.CPUInstancesUs = float64(used.instances) / float64(time.Microsecond) / float64(n)
+	}
+	return tp, nil
 }
 
 // load runs c closed-loop clients for d and returns the completed requests.

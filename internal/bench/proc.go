@@ -7,6 +7,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
+	"time"
 )
 
 // descendants returns the pids of every process below pid, from /proc.
@@ -83,4 +85,51 @@ func kbField(path, name string) (int64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no %s in %s", name, path)
+}
+
+// clockTicks is the unit of utime and stime in /proc/PID/stat (USER_HZ,
+// 100 on every Linux architecture Go supports).
+const clockTicks = 100
+
+// cpuUse is CPU time spent, split between this process (the node and the
+// bench's client, or the floor and the client) and its descendants (the
+// function instances).
+type cpuUse struct {
+	self, instances time.Duration
+}
+
+// cpuNow reads this process's CPU time and its live descendants'.
+func cpuNow() (cpuUse, error) {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return cpuUse{}, fmt.Errorf("cannot read CPU time: %w", err)
+	}
+	u := cpuUse{self: time.Duration(ru.Utime.Nano() + ru.Stime.Nano())}
+	pids, err := descendants(os.Getpid())
+	if err != nil {
+		return cpuUse{}, err
+	}
+	for pid := range pids {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if err != nil {
+			continue // exited meanwhile
+		}
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		// After the command: state(3) … utime(14) stime(15).
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 13 {
+			continue
+		}
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		u.instances += time.Duration(ut+st) * time.Second / clockTicks
+	}
+	return u, nil
+}
+
+func (u cpuUse) sub(v cpuUse) cpuUse {
+	return cpuUse{self: u.self - v.self, instances: u.instances - v.instances}
 }

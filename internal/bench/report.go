@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 )
@@ -53,6 +54,10 @@ func Evaluate(r *Result) []Check {
 	}
 	if len(floor.Throughput) > 0 {
 		add("floor throughput "+levels(floor.Throughput), "", rps(floor.Throughput), "", NoTarget)
+		if t, ok := cpuLevel(floor.Throughput); ok {
+			add(fmt.Sprintf("floor   … CPU per request at c=%d", t.Concurrency), "",
+				fmt.Sprintf("%.0f µs (server and client, one process)", t.CPUSelfUs), "", NoTarget)
+		}
 	}
 	var unsandboxed map[string]Runtime
 	for _, m := range r.Modes {
@@ -75,6 +80,10 @@ func Evaluate(r *Result) []Check {
 			if ext := rt.WarmExternal; ext != nil && floor.WarmExternal != nil {
 				add(name+" warm p50 / p99, client in its own process", iso,
 					fmt.Sprintf("%s (%.1f× that floor)", lat(*ext), ext.P50/floor.WarmExternal.P50), "", NoTarget)
+			}
+			if v := rt.VsFloorExternal; v != nil {
+				add(name+"   … vs that floor, interleaved", iso,
+					fmt.Sprintf("%.2f× (median of %d rounds; %s)", v.Median, len(v.Ratios), ratios(v.Ratios)), "", NoTarget)
 			}
 			if base, ok := unsandboxed[name]; ok && iso == "isolated" {
 				ratio := rt.Warm.P50 / base.Warm.P50
@@ -99,6 +108,14 @@ func Evaluate(r *Result) []Check {
 					}
 				}
 				add(name+" throughput "+levels(rt.Throughput), iso, rps(rt.Throughput), target, status)
+				if t, ok := cpuLevel(rt.Throughput); ok {
+					value := fmt.Sprintf("%.0f µs in the function's processes + %.0f µs node and client", t.CPUInstancesUs, t.CPUSelfUs)
+					if t.CPUInstancesUs > 0 && r.Machine.CPUs > 0 {
+						value += fmt.Sprintf(" (the function's share alone caps %d CPUs at %.0f req/s)",
+							r.Machine.CPUs, float64(r.Machine.CPUs)*1e6/t.CPUInstancesUs)
+					}
+					add(fmt.Sprintf("%s   … CPU per invocation at c=%d", name, t.Concurrency), iso, value, "", NoTarget)
+				}
 			}
 			target, status := "", NoTarget
 			if name == "go" {
@@ -204,6 +221,18 @@ func find(tps []Throughput, c int) (Throughput, bool) {
 	return Throughput{}, false
 }
 
+// cpuLevel is the throughput figure whose CPU split the report shows: at
+// concurrency 16 when measured, else the highest measured.
+func cpuLevel(tps []Throughput) (Throughput, bool) {
+	if t, ok := find(tps, 16); ok {
+		return t, true
+	}
+	if len(tps) == 0 {
+		return Throughput{}, false
+	}
+	return slices.MaxFunc(tps, func(a, b Throughput) int { return a.Concurrency - b.Concurrency }), true
+}
+
 func levels(tps []Throughput) string {
 	var s []string
 	for _, t := range tps {
@@ -218,6 +247,14 @@ func rps(tps []Throughput) string {
 		s = append(s, fmt.Sprintf("%.0f", t.RPS))
 	}
 	return strings.Join(s, " / ") + " req/s"
+}
+
+func ratios(rs []float64) string {
+	var s []string
+	for _, r := range rs {
+		s = append(s, fmt.Sprintf("%.2f", r))
+	}
+	return strings.Join(s, " ")
 }
 
 func lat(l Latency) string {
