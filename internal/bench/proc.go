@@ -23,19 +23,9 @@ func descendants(pid int) (map[int]bool, error) {
 		if err != nil {
 			continue
 		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue // exited meanwhile
-		}
-		// The command name, in parentheses, may hold spaces: fields
-		// start after its closing parenthesis ("state ppid …").
-		i := bytes.LastIndexByte(b, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(b[i+1:]))
+		f := statFields(p)
 		if len(f) < 2 {
-			continue
+			continue // exited meanwhile
 		}
 		ppid, _ := strconv.Atoi(f[1])
 		children[ppid] = append(children[ppid], p)
@@ -110,18 +100,10 @@ func cpuNow() (cpuUse, error) {
 		return cpuUse{}, err
 	}
 	for pid := range pids {
-		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-		if err != nil {
-			continue // exited meanwhile
-		}
-		i := bytes.LastIndexByte(b, ')')
-		if i < 0 {
-			continue
-		}
-		// After the command: state(3) … utime(14) stime(15).
-		f := strings.Fields(string(b[i+1:]))
+		// utime and stime are the stat file's fields 14 and 15.
+		f := statFields(pid)
 		if len(f) < 13 {
-			continue
+			continue // exited meanwhile
 		}
 		ut, _ := strconv.ParseInt(f[11], 10, 64)
 		st, _ := strconv.ParseInt(f[12], 10, 64)
@@ -132,4 +114,20 @@ func cpuNow() (cpuUse, error) {
 
 func (u cpuUse) sub(v cpuUse) cpuUse {
 	return cpuUse{self: u.self - v.self, instances: u.instances - v.instances}
+}
+
+// statFields returns the fields of /proc/PID/stat after the command name
+// (field 3, the state, first), or nil when the process is gone. The command
+// name, in parentheses, may hold spaces, so fields start after its closing
+// parenthesis.
+func statFields(pid int) []string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return nil
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return nil
+	}
+	return strings.Fields(string(b[i+1:]))
 }
