@@ -673,7 +673,7 @@ func (b *bencher) isolationCost(ctx context.Context) ([]IsolationCost, error) {
 }
 
 // externalRounds is how many alternating rounds externalVsFloor measures.
-const externalRounds = 5
+const externalRounds = 7
 
 // externalVsFloor compares t's warm p50 with the floor's, each measured by
 // a client in its own process, in alternating rounds: the floor's figure
