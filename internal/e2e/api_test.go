@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"mime/multipart"
 	"os"
@@ -205,6 +206,22 @@ func TestRestartKeepsState(t *testing.T) {
 		}
 		return ""
 	})
+}
+
+// TestDataDirInUse starts a second node on a running node's data
+// directory: it is refused, and the first keeps serving; once the first
+// stopped, a node starts there again.
+func TestDataDirInUse(t *testing.T) {
+	dir := t.TempDir()
+	h := startNode(t, node.Config{DataDir: dir})
+	h.deployGoecho(model.Config{Name: "first"})
+	_, err := node.Start(context.Background(), node.Config{DataDir: dir, Listen: "127.0.0.1:0", Isolation: isolation()})
+	if !errors.Is(err, node.ErrDataDirInUse) || !strings.Contains(err.Error(), fmt.Sprintf("pid %d", os.Getpid())) {
+		t.Fatalf("second node on the same data directory: %v, want ErrDataDirInUse naming pid %d", err, os.Getpid())
+	}
+	h.invokeOK("first", `{}`)
+	h.restart() // stop releases the lock
+	h.invokeOK("first", `{}`)
 }
 
 // TestGracefulDrain closes a node while an invocation runs: it finishes,

@@ -86,6 +86,7 @@ type Node struct {
 	driver   sandbox.Driver
 	tokenMsg string
 	served   chan error
+	lock     *os.File // the data directory's lock, held while the node runs
 }
 
 // Start brings a node up and returns once it serves HTTP.
@@ -123,6 +124,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 			n.closeAll()
 		}
 	}()
+	if n.lock, err = lockDataDir(dataDir); err != nil {
+		return nil, err
+	}
 
 	if n.cfg.Token, n.tokenMsg, err = loadToken(dataDir, cfg.Token); err != nil {
 		return nil, err
@@ -284,6 +288,10 @@ func (n *Node) closeAll() {
 	}
 	if n.driver != nil {
 		n.driver.Close()
+	}
+	if n.lock != nil {
+		n.lock.Close() // releases the lock
+		n.lock = nil
 	}
 }
 
