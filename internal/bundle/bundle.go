@@ -50,6 +50,7 @@ func Validate(data []byte, runtime model.Runtime) (Info, error) {
 	}
 	var total uint64
 	var bootstrap *zip.File
+	isDir := make(map[string]bool, len(zr.File)) // every path the bundle makes
 	for _, f := range zr.File {
 		name, err := cleanName(f.Name)
 		if err != nil {
@@ -57,6 +58,9 @@ func Validate(data []byte, runtime model.Runtime) (Info, error) {
 		}
 		if f.Mode()&fs.ModeSymlink != 0 {
 			return info, model.Invalidf("the bundle entry %q is a symbolic link; links are not allowed", f.Name)
+		}
+		if err := addPath(isDir, name, f.Mode().IsDir() || strings.HasSuffix(f.Name, "/")); err != nil {
+			return info, err
 		}
 		total += f.UncompressedSize64
 		if total > MaxUnzipped {
@@ -75,6 +79,33 @@ func Validate(data []byte, runtime model.Runtime) (Info, error) {
 		}
 	}
 	return info, nil
+}
+
+// addPath records that the bundle makes name, a directory or a file, and
+// its parent directories. A path made twice as a file, or as both a file and
+// a directory, could not be unpacked: it is an error.
+func addPath(isDir map[string]bool, name string, dir bool) error {
+	if name == "." {
+		return nil // the root; Unpack skips it
+	}
+	for p := path.Dir(name); p != "."; p = path.Dir(p) {
+		if d, seen := isDir[p]; seen && !d {
+			return model.Invalidf("the bundle has %q both as a file and as a directory", p)
+		}
+		isDir[p] = true
+	}
+	if d, seen := isDir[name]; seen {
+		switch {
+		case d && dir:
+			return nil // a directory listed again, or after its files
+		case d || dir:
+			return model.Invalidf("the bundle has %q both as a file and as a directory", name)
+		default:
+			return model.Invalidf("the bundle has the file %q twice", name)
+		}
+	}
+	isDir[name] = dir
+	return nil
 }
 
 // cleanName returns the entry's path relative to the bundle root, or an

@@ -86,6 +86,13 @@ func TestValidate(t *testing.T) {
 		{"dotdot alone", makeZip(t, entry{name: ".."}), model.RuntimeNode, `the bundle entry ".." escapes the bundle root`},
 		{"absolute path", makeZip(t, entry{name: "/etc/passwd"}), model.RuntimeNode, `the bundle entry "/etc/passwd" has an invalid path`},
 		{"backslash", makeZip(t, entry{name: `..\evil`}), model.RuntimeNode, `the bundle entry "..\\evil" has an invalid path`},
+		{"file twice", makeZip(t, entry{name: "a.js"}, entry{name: "./a.js"}), model.RuntimeNode, `the bundle has the file "a.js" twice`},
+		{"file then directory", makeZip(t, entry{name: "lib"}, entry{name: "lib/a.js"}), model.RuntimeNode,
+			`the bundle has "lib" both as a file and as a directory`},
+		{"directory then file", makeZip(t, entry{name: "lib/a.js"}, entry{name: "lib"}), model.RuntimeNode,
+			`the bundle has "lib" both as a file and as a directory`},
+		{"directory entry then file", makeZip(t, entry{name: "lib/"}, entry{name: "lib"}), model.RuntimeNode,
+			`the bundle has "lib" both as a file and as a directory`},
 		{"symlink", makeZip(t, bootstrap, entry{name: "link", mode: fs.ModeSymlink | 0o777, data: []byte("/etc/passwd")}), model.RuntimeProvided,
 			`the bundle entry "link" is a symbolic link; links are not allowed`},
 		{"too many files", makeZip(t, manyFiles...), model.RuntimeNode, "the bundle has 20001 files, more than 20000"},
@@ -436,5 +443,17 @@ func TestCacheAdd(t *testing.T) {
 	}
 	if names := dirNames(t, c.Dir); len(names) != 1 || names[0] != "s1" {
 		t.Errorf("cache holds %v after a failed Prepare, want [s1]", names)
+	}
+}
+
+// Directories may be listed before or after their files, or again.
+func TestValidateDirectoriesInAnyOrder(t *testing.T) {
+	data := makeZip(t, entry{name: "lib/a.js"}, entry{name: "lib/"}, entry{name: "lib/b/c.js"},
+		entry{name: "lib/b/"}, entry{name: "lib/"}, entry{name: "./"})
+	if _, err := Validate(data, model.RuntimeNode); err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+	if err := Unpack(data, filepath.Join(t.TempDir(), "x")); err != nil {
+		t.Fatalf("Unpack: %v", err)
 	}
 }
