@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"regexp"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -138,6 +139,11 @@ func (c Config) Normalize() (Config, error) {
 	default:
 		return c, invalidf("runtime %q is not one of provided, go, node, python", c.Runtime)
 	}
+	// As Lambda's Handler: no whitespace, at most 128 characters; and no
+	// NUL, which no process environment can carry (_HANDLER).
+	if len(c.Handler) > 128 || strings.ContainsAny(c.Handler, "\x00 \t\n\v\f\r") {
+		return c, invalidf("handler %q must be at most 128 characters, without spaces or control characters", c.Handler)
+	}
 	if c.Memory == 0 {
 		c.Memory = DefaultMemoryMB
 	}
@@ -177,6 +183,9 @@ func (c Config) Normalize() (Config, error) {
 		}
 		if reservedEnv[k] {
 			return c, invalidf("env key %q is reserved by the platform", k)
+		}
+		if strings.ContainsRune(v, 0) {
+			return c, invalidf("env %s holds a NUL byte, which no process environment can carry", k)
 		}
 		size += len(k) + len(v)
 	}
