@@ -52,7 +52,7 @@ const (
 	DefaultThrottleDelay = time.Second
 	DefaultDLQMaxAge     = 14 * 24 * time.Hour // SQS's longest retention
 	ackWait              = 10 * time.Second    // renewed while an invocation runs; redelivery delay after a crash
-	fetchWait            = time.Second         // bounds how long Close waits for a poll
+	fetchWait            = time.Second         // length of one poll for events
 )
 
 // Invoker runs invocations (the worker).
@@ -329,8 +329,11 @@ func (p *poller) run(ctx context.Context) {
 				break more
 			}
 		}
-		batch, err := p.cons.Fetch(n, jetstream.FetchMaxWait(fetchWait))
+		// The fetch ends with ctx, so Close does not wait out a poll.
+		fctx, fcancel := context.WithTimeout(ctx, fetchWait)
+		batch, err := p.cons.Fetch(n, jetstream.FetchContext(fctx))
 		if err != nil {
+			fcancel()
 			for range n {
 				<-slots
 			}
@@ -356,10 +359,15 @@ func (p *poller) run(ctx context.Context) {
 				p.q.handle(m, time.Now())
 			}()
 		}
+		fcancel()
 		for range n - got {
 			<-slots
 		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) {
+		err = batch.Error()
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			err = nil // the poll's own time ran out before the server said so
+		}
+		if err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) {
 			if ctx.Err() != nil {
 				return
 			}
