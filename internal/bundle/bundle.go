@@ -111,7 +111,7 @@ func addPath(isDir map[string]bool, name string, dir bool) error {
 // cleanName returns the entry's path relative to the bundle root, or an
 // error when it would escape it.
 func cleanName(name string) (string, error) {
-	if name == "" || strings.Contains(name, `\`) || path.IsAbs(name) {
+	if name == "" || strings.ContainsAny(name, "\\\x00") || path.IsAbs(name) {
 		return "", model.Invalidf("the bundle entry %q has an invalid path", name)
 	}
 	clean := path.Clean(name)

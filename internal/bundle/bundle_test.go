@@ -86,6 +86,7 @@ func TestValidate(t *testing.T) {
 		{"dotdot alone", makeZip(t, entry{name: ".."}), model.RuntimeNode, `the bundle entry ".." escapes the bundle root`},
 		{"absolute path", makeZip(t, entry{name: "/etc/passwd"}), model.RuntimeNode, `the bundle entry "/etc/passwd" has an invalid path`},
 		{"backslash", makeZip(t, entry{name: `..\evil`}), model.RuntimeNode, `the bundle entry "..\\evil" has an invalid path`},
+		{"NUL in a name", makeZip(t, entry{name: "a\x00b"}), model.RuntimeNode, `the bundle entry "a\x00b" has an invalid path`},
 		{"file twice", makeZip(t, entry{name: "a.js"}, entry{name: "./a.js"}), model.RuntimeNode, `the bundle has the file "a.js" twice`},
 		{"file then directory", makeZip(t, entry{name: "lib"}, entry{name: "lib/a.js"}), model.RuntimeNode,
 			`the bundle has "lib" both as a file and as a directory`},
