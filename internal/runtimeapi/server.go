@@ -247,10 +247,16 @@ func (s *Server) next(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		s.mu.Lock()
-		if s.active == c {
-			s.current = c
-		} else {
+		if s.active != c {
 			c = nil // withdrawn while we took it; wait for the next one
+		} else if !peerAlive(r) {
+			// The runtime hung up while it waited: give the invocation back
+			// for its next /next, on a connection that is there.
+			s.pending <- c // the only pending call is the one just taken
+			s.mu.Unlock()
+			return
+		} else {
+			s.current = c
 		}
 		s.mu.Unlock()
 	}
@@ -280,6 +286,10 @@ func (s *Server) awaitSpecialize(w http.ResponseWriter, r *http.Request) {
 	var env map[string]string
 	select {
 	case env = <-s.specialize:
+		if !peerAlive(r) {
+			s.specialize <- env // keep it for the runtime's next ask
+			return
+		}
 	case <-s.closed:
 		writeError(w, http.StatusInternalServerError, "ContainerError", "instance is shutting down")
 		return

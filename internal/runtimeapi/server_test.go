@@ -5,8 +5,8 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
@@ -24,16 +24,26 @@ const (
 func respPath(id string) string { return "/2018-06-01/runtime/invocation/" + id + "/response" }
 func errPath(id string) string  { return "/2018-06-01/runtime/invocation/" + id + "/error" }
 
-// start serves a new Server over real HTTP.
+// start serves a new Server over real HTTP, as the drivers do.
 func start(t *testing.T) (*Server, string) {
 	t.Helper()
 	s := New()
-	hs := httptest.NewServer(s)
-	t.Cleanup(func() {
-		s.Close() // ends blocked /next calls so hs.Close does not wait on them
-		hs.Close()
-	})
-	return s, hs.URL
+	url := serve(t, s)
+	t.Cleanup(func() { s.Close() })
+	return s, url
+}
+
+// serve serves h with an HTTPServer on a loopback port and returns its URL.
+func serve(t *testing.T, h http.Handler) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := NewHTTPServer(h)
+	go hs.Serve(ln)
+	t.Cleanup(func() { hs.Close() })
+	return "http://" + ln.Addr().String()
 }
 
 type answer struct {

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"testing"
 	"time"
 )
@@ -53,14 +52,13 @@ func TestSpecialize(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			s := New()
-			hs := httptest.NewServer(s)
-			defer hs.Close()
+			url := serve(t, s)
 			if c.before {
 				if err := s.Specialize(env); err != nil {
 					t.Fatal(err)
 				}
 			}
-			ans := getSpecialize(hs.URL)
+			ans := getSpecialize(url)
 			select {
 			case <-s.PoolReady():
 			case <-time.After(30 * time.Second):
@@ -104,9 +102,8 @@ func TestSpecialize(t *testing.T) {
 }
 
 func TestSpecializeMethod(t *testing.T) {
-	hs := httptest.NewServer(New())
-	defer hs.Close()
-	resp, err := http.Post(hs.URL+specializePath, "application/json", nil)
+	url := serve(t, New())
+	resp, err := http.Post(url+specializePath, "application/json", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,13 +11,13 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/http"
 	"os/exec"
 	"strconv"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/aloft-dev/aloft/internal/runtimeapi"
 	"github.com/aloft-dev/aloft/internal/sandbox"
 )
 
@@ -62,7 +62,7 @@ func (d *Driver) Start(ctx context.Context, spec *sandbox.Spec) (sandbox.Instanc
 	inst := &instance{
 		cmd:       cmd,
 		out:       out,
-		srv:       &http.Server{Handler: spec.RuntimeAPI, ReadHeaderTimeout: 10 * time.Second},
+		srv:       runtimeapi.NewHTTPServer(spec.RuntimeAPI),
 		limit:     int64(spec.MemoryMB) << 20,
 		done:      make(chan struct{}),
 		watchDone: make(chan struct{}),
@@ -134,7 +134,7 @@ func (d *Driver) Close() error {
 type instance struct {
 	cmd   *exec.Cmd
 	out   *sandbox.OutputPipe
-	srv   *http.Server
+	srv   *runtimeapi.HTTPServer
 	limit int64
 	done  chan struct{}
 

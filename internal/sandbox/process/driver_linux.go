@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/aloft-dev/aloft/internal/model"
+	"github.com/aloft-dev/aloft/internal/runtimeapi"
 	"github.com/aloft-dev/aloft/internal/sandbox"
 	"golang.org/x/sys/unix"
 )
@@ -188,7 +189,7 @@ type Instance struct {
 	pooled  bool   // the init came from the pool (set by Start)
 	cmd     *exec.Cmd
 	cg      *instanceCgroup
-	srv     *http.Server
+	srv     *runtimeapi.HTTPServer
 	api     *lateHandler // srv's handler: spec.RuntimeAPI once configured
 	out     *sandbox.OutputPipe
 	output  *lateWriter // out's writer: spec.Output once configured
@@ -362,7 +363,7 @@ func (i *Instance) spawn(memMB int) error {
 	if err != nil {
 		return i.shimError(err)
 	}
-	i.srv = &http.Server{Handler: i.api, ReadHeaderTimeout: time.Minute}
+	i.srv = runtimeapi.NewHTTPServer(i.api)
 	go func() { _ = i.srv.Serve(ln) }()
 	return nil
 }
