@@ -25,7 +25,8 @@ import (
 // environment) to a request that waited, it asks the connection whether the
 // runtime is still there (peerAlive), and gives the work back if not.
 //
-// A runtime is untrusted code: request heads are limited to maxHeadBytes,
+// A runtime is untrusted code: request heads are limited to maxHeadBytes
+// (net/http's default),
 // a body the handler did not read is drained up to maxDrainBytes (beyond
 // that the connection is closed), and an instance may hold at most
 // maxConns connections.
@@ -34,19 +35,19 @@ type HTTPServer struct {
 
 	mu     sync.Mutex
 	ln     net.Listener
-	conns  map[net.Conn]struct{}
+	conns  map[net.Conn]context.CancelFunc // ends the connection's requests
 	closed bool
 }
 
 const (
-	maxHeadBytes  = 64 << 10
+	maxHeadBytes  = 1 << 20
 	maxDrainBytes = 256 << 10
 	maxConns      = 64
 )
 
 // NewHTTPServer returns a server of h.
 func NewHTTPServer(h http.Handler) *HTTPServer {
-	return &HTTPServer{handler: h, conns: make(map[net.Conn]struct{})}
+	return &HTTPServer{handler: h, conns: make(map[net.Conn]context.CancelFunc)}
 }
 
 // Serve accepts connections on ln until Close. It returns
@@ -75,15 +76,17 @@ func (s *HTTPServer) Serve(ln net.Listener) error {
 			}
 			return err
 		}
+		ctx, cancel := context.WithCancel(context.Background())
 		s.mu.Lock()
 		if s.closed || len(s.conns) >= maxConns {
 			s.mu.Unlock()
+			cancel()
 			c.Close()
 			continue
 		}
-		s.conns[c] = struct{}{}
+		s.conns[c] = cancel
 		s.mu.Unlock()
-		go s.serveConn(c)
+		go s.serveConn(ctx, c)
 	}
 }
 
@@ -100,7 +103,8 @@ func (s *HTTPServer) Close() error {
 	if s.ln != nil {
 		err = s.ln.Close()
 	}
-	for c := range s.conns {
+	for c, cancel := range s.conns {
+		cancel()
 		c.Close()
 	}
 	return err
@@ -118,13 +122,14 @@ func peerAlive(r *http.Request) bool {
 	return true
 }
 
-func (s *HTTPServer) serveConn(c net.Conn) {
-	ctx, cancel := context.WithCancel(context.Background())
+func (s *HTTPServer) serveConn(ctx context.Context, c net.Conn) {
 	defer func() {
-		cancel()
 		c.Close()
 		s.mu.Lock()
-		delete(s.conns, c)
+		if cancel, ok := s.conns[c]; ok {
+			cancel()
+			delete(s.conns, c)
+		}
 		s.mu.Unlock()
 	}()
 	ctx = context.WithValue(ctx, aliveKey{}, func() bool { return connAlive(c) })

@@ -194,14 +194,11 @@ func TestHangUpWhileWaitingForSpecialize(t *testing.T) {
 }
 
 func TestHTTPServerConnectionLimitAndClose(t *testing.T) {
-	block := make(chan struct{})
-	var waiting sync.WaitGroup
+	var waiting, ended sync.WaitGroup
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer ended.Done()
 		waiting.Done()
-		select {
-		case <-block:
-		case <-r.Context().Done():
-		}
+		<-r.Context().Done()
 	})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -212,6 +209,7 @@ func TestHTTPServerConnectionLimitAndClose(t *testing.T) {
 	go func() { served <- hs.Serve(ln) }()
 	url := "http://" + ln.Addr().String()
 	waiting.Add(maxConns)
+	ended.Add(maxConns)
 	for range maxConns {
 		raw(t, url, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
 	}
@@ -230,5 +228,11 @@ func TestHTTPServerConnectionLimitAndClose(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Serve did not return after Close")
 	}
-	close(block)
+	handlers := make(chan struct{})
+	go func() { ended.Wait(); close(handlers) }()
+	select {
+	case <-handlers:
+	case <-time.After(10 * time.Second):
+		t.Fatal("waiting handlers did not end after Close")
+	}
 }
