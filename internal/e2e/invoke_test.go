@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"encoding/base64"
 	"fmt"
+	"os/exec"
 	"strings"
 	"testing"
 
@@ -120,5 +121,47 @@ func TestRuntimes(t *testing.T) {
 					again["instance"], again["invocations"], got["instance"])
 			}
 		})
+	}
+}
+
+// curlBootstrap is the custom runtime of AWS's own tutorial: a shell loop
+// around curl. curl asks for 100-continue before a body over 1 MB.
+const curlBootstrap = `#!/bin/bash
+set -euo pipefail
+API="http://${AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime"
+while true; do
+  HEADERS=$(mktemp)
+  EVENT=$(curl -sS -D "$HEADERS" "$API/invocation/next")
+  ID=$(grep -i Lambda-Runtime-Aws-Request-Id "$HEADERS" | tr -d '[:space:]' | cut -d: -f2)
+  rm -f "$HEADERS"
+  if [ "$EVENT" = '{"big":true}' ]; then
+    { printf '"'; head -c 2000000 /dev/zero | tr '\0' 'a'; printf '"'; } > /tmp/big.json
+    curl -sS -X POST --data-binary @/tmp/big.json "$API/invocation/$ID/response" >/dev/null
+  else
+    curl -sS -X POST -d "{\"echo\":$EVENT}" "$API/invocation/$ID/response" >/dev/null
+  fi
+done
+`
+
+// TestCurlRuntime runs a custom runtime written with bash and curl, as in
+// AWS's custom runtime tutorial: small answers, and a 2 MB one.
+func TestCurlRuntime(t *testing.T) {
+	for _, tool := range []string{"bash", "curl"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("no %s on this machine", tool)
+		}
+	}
+	h := startNode(t, node.Config{})
+	h.deployFiles(model.Config{Name: "curlfn", Runtime: model.RuntimeProvided, Timeout: 10},
+		map[string]string{"bootstrap": curlBootstrap})
+	for i := range 3 {
+		got := h.invokeOK("curlfn", fmt.Sprintf(`{"n":%d}`, i))
+		if echo, _ := got["echo"].(map[string]any); echo == nil || echo["n"] != float64(i) {
+			t.Fatalf("invoke %d: %v, want the event echoed", i, got)
+		}
+	}
+	r := h.invoke("curlfn", `{"big":true}`)
+	if r.status != 200 || r.header.Get("X-Amz-Function-Error") != "" || len(r.body) != 2000002 {
+		t.Fatalf("big answer: status %d, function error %q, %d bytes; want 2000002 bytes", r.status, r.header.Get("X-Amz-Function-Error"), len(r.body))
 	}
 }
