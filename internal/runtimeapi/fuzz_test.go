@@ -3,6 +3,9 @@ package runtimeapi
 import (
 	"bytes"
 	"context"
+	"errors"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -80,6 +83,57 @@ func FuzzRuntimeAPI(f *testing.F) {
 			}
 		case <-time.After(5 * time.Second):
 			t.Fatalf("after %s %q: the invocation never completed", method, path)
+		}
+	})
+}
+
+// FuzzHTTPServer writes arbitrary bytes to a connection of the Runtime
+// API's HTTP server: it answers or hangs up, never hangs or fails, and the
+// next connection is served normally.
+func FuzzHTTPServer(f *testing.F) {
+	for _, seed := range []string{
+		"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET / HTTP/1.1\r\n\r\n",
+		"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+		"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n",
+		"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+		"GET / HTTP/1.0\r\n\r\n", "\r\n\r\n", "GET /\x00 HTTP/1.1\r\n\r\n",
+	} {
+		f.Add([]byte(seed))
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		f.Fatal(err)
+	}
+	hs := NewHTTPServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, io.LimitReader(r.Body, 1<<20))
+		w.Write([]byte("ok"))
+	}))
+	go hs.Serve(ln)
+	defer hs.Close()
+	addr := ln.Addr().String()
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write(data)
+		c.(*net.TCPConn).CloseWrite()
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.Copy(io.Discard, c); err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatalf("%q: the server neither answered nor hung up", data)
+			}
+		}
+		c.Close()
+		resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://" + addr + "/")
+		if err != nil {
+			t.Fatalf("after %q: %v", data, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("after %q: status %d", data, resp.StatusCode)
 		}
 	})
 }
