@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // HTTPServer serves an instance's Runtime API connections: one goroutine
@@ -61,6 +62,7 @@ func (s *HTTPServer) Serve(ln net.Listener) error {
 	}
 	s.ln = ln
 	s.mu.Unlock()
+	var backoff time.Duration
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -70,12 +72,16 @@ func (s *HTTPServer) Serve(ln net.Listener) error {
 			if closed {
 				return http.ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				return err
 			}
-			return err
+			// Out of file descriptors, say: wait and try again, as
+			// net/http does.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			time.Sleep(backoff)
+			continue
 		}
+		backoff = 0
 		ctx, cancel := context.WithCancel(context.Background())
 		s.mu.Lock()
 		if s.closed || len(s.conns) >= maxConns {
@@ -147,7 +153,7 @@ func (s *HTTPServer) serveConn(ctx context.Context, c net.Conn) {
 			if head.N <= 0 {
 				status = http.StatusRequestHeaderFieldsTooLarge
 			}
-			writeResponse(bw, status, http.Header{"Content-Type": {"text/plain"}}, []byte(http.StatusText(status)), true)
+			writeResponse(bw, status, http.Header{"Content-Type": {"text/plain"}}, []byte(http.StatusText(status)), true, false)
 			return
 		}
 		head.N = 1<<63 - 1 // the body is the handler's to limit
@@ -169,14 +175,15 @@ func (s *HTTPServer) serveConn(ctx context.Context, c net.Conn) {
 		if w.status == 0 {
 			w.status = http.StatusOK
 		}
-		if writeResponse(bw, w.status, w.header, w.body.Bytes(), closeAfter) != nil || closeAfter {
+		if writeResponse(bw, w.status, w.header, w.body.Bytes(), closeAfter, req.Method == http.MethodHead) != nil || closeAfter {
 			return
 		}
 	}
 }
 
-// writeResponse writes one HTTP/1.1 response with its Content-Length.
-func writeResponse(bw *bufio.Writer, status int, h http.Header, body []byte, closeAfter bool) error {
+// writeResponse writes one HTTP/1.1 response with its Content-Length (and
+// without its body when answering HEAD).
+func writeResponse(bw *bufio.Writer, status int, h http.Header, body []byte, closeAfter, head bool) error {
 	bw.WriteString("HTTP/1.1 ")
 	bw.WriteString(strconv.Itoa(status))
 	bw.WriteByte(' ')
@@ -188,7 +195,9 @@ func writeResponse(bw *bufio.Writer, status int, h http.Header, body []byte, clo
 	}
 	h.Write(bw) // drops CR and LF from values
 	bw.WriteString("\r\n")
-	bw.Write(body)
+	if !head {
+		bw.Write(body)
+	}
 	return bw.Flush()
 }
 

@@ -54,12 +54,21 @@ func TestHTTPServerKeepAliveAndBodies(t *testing.T) {
 	url := serve(t, echo)
 	_, br := raw(t, url, "GET /a HTTP/1.1\r\nHost: x\r\n\r\n"+
 		"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"+
-		"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+		"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"+
+		"HEAD /d HTTP/1.1\r\nHost: x\r\n\r\n"+ // answered without its body,
+		"GET /e HTTP/1.1\r\nHost: x\r\n\r\n") // so this answer parses
 	for _, want := range []string{"GET /a ", "POST /b hello", "POST /c abcde"} {
 		resp, body := readResponse(t, br)
 		if resp.StatusCode != 200 || body != want || resp.Close {
 			t.Fatalf("response %d %q (close %v), want 200 %q on a kept connection", resp.StatusCode, body, resp.Close, want)
 		}
+	}
+	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodHead})
+	if err != nil || resp.StatusCode != 200 || resp.ContentLength != int64(len("HEAD /d ")) {
+		t.Fatalf("HEAD: %v, %v; want 200 with the length of the body it does not carry", resp, err)
+	}
+	if resp, body := readResponse(t, br); resp.StatusCode != 200 || body != "GET /e " {
+		t.Fatalf("after HEAD: %d %q, want 200 %q", resp.StatusCode, body, "GET /e ")
 	}
 }
 
