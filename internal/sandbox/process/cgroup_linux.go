@@ -173,9 +173,13 @@ func readOwnCgroups() (map[string]string, error) {
 }
 
 // dirs returns the distinct parent directories.
-func (c *cgroups) dirs() []string {
+func (c *cgroups) dirs() []string { return distinct(c.memory, c.pids, c.cpu, c.cpuacct) }
+
+// distinct returns dirs without repeats (on v2 the controllers share one
+// directory), in order.
+func distinct(dirs ...string) []string {
 	var out []string
-	for _, d := range []string{c.memory, c.pids, c.cpu, c.cpuacct} {
+	for _, d := range dirs {
 		if !slices.Contains(out, d) {
 			out = append(out, d)
 		}
@@ -273,15 +277,7 @@ func (c *cgroups) instance(id string) *instanceCgroup {
 	}
 }
 
-func (g *instanceCgroup) dirs() []string {
-	var out []string
-	for _, d := range []string{g.memory, g.pids, g.cpu, g.cpuacct} {
-		if !slices.Contains(out, d) {
-			out = append(out, d)
-		}
-	}
-	return out
-}
+func (g *instanceCgroup) dirs() []string { return distinct(g.memory, g.pids, g.cpu, g.cpuacct) }
 
 // create makes the instance's cgroup with its limits: memory (swap off),
 // pids, and a CPU weight proportional to memory.
