@@ -9,8 +9,8 @@ import (
 // StatFile is a kernel statistics file (/proc/PID/status, a cgroup's
 // memory.peak) kept open and re-read from its start with one pread per
 // read. Statistics are read after every invocation; opening such a file
-// costs more than reading it (about 5 µs against under 1 µs for a cgroup
-// counter here), and a kept /proc/PID descriptor stays bound to its
+// costs more than reading it (BenchmarkStatFile: 11 µs against 0.6 µs for
+// a cgroup counter here), and a kept /proc/PID descriptor stays bound to its
 // process, never to a later one that reuses the pid.
 //
 // Reads and Close may run concurrently: a read after Close fails with

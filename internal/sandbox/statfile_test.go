@@ -64,3 +64,39 @@ func TestStatFileStaysWithItsProcess(t *testing.T) {
 		t.Fatalf("read after the process was reaped = %q, want an error", b)
 	}
 }
+
+// The figures in docs/performance.md: reading a statistics file by opening
+// it each time, against re-reading a kept one.
+//
+//	go test -run x -bench StatFile ./internal/sandbox
+func BenchmarkStatFile(b *testing.B) {
+	paths := map[string]string{"status": "/proc/self/status"}
+	for _, p := range []string{"/sys/fs/cgroup/memory/memory.max_usage_in_bytes", "/sys/fs/cgroup/memory.peak"} {
+		if _, err := os.Stat(p); err == nil {
+			paths["cgroup"] = p
+			break
+		}
+	}
+	for name, path := range paths {
+		b.Run(name+"/open-each-time", func(b *testing.B) {
+			for b.Loop() {
+				if _, err := os.ReadFile(path); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(name+"/kept", func(b *testing.B) {
+			f, err := OpenStatFile(path)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer f.Close()
+			buf := make([]byte, 4096)
+			for b.Loop() {
+				if _, err := f.Read(buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
