@@ -336,38 +336,41 @@ func (s *Store) read(ctx context.Context, stream, subject string, since time.Tim
 	}
 	// A read leaves no consumer behind: it is deleted on return, and the
 	// server drops it after a short inactivity if this process dies first.
+	// The ordered consumer is read through Messages, which keeps one
+	// server-side consumer (each Fetch would replace it with a new one).
 	cfg.InactiveThreshold = 30 * time.Second
 	cons, err := s.js.OrderedConsumer(ctx, stream, cfg)
 	if err != nil {
 		return err
 	}
+	it, err := cons.Messages()
+	if err != nil {
+		return err
+	}
 	defer func() {
+		it.Stop()
 		if info := cons.CachedInfo(); info != nil {
 			dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			s.js.DeleteConsumer(dctx, stream, info.Name)
 		}
 	}()
+	if info := cons.CachedInfo(); !follow && info != nil && info.NumPending == 0 {
+		return nil // the messages before last went away since it was looked up
+	}
 	for {
-		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(500*time.Millisecond))
+		m, err := it.Next(jetstream.NextContext(ctx))
 		if err != nil {
-			return err
-		}
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			if err := emit(m); err != nil {
-				return err
-			}
-			md, err := m.Metadata()
-			if err == nil && !follow && md.Sequence.Stream >= last {
+			if ctx.Err() != nil {
 				return nil
 			}
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) {
 			return err
 		}
-		if ctx.Err() != nil {
+		if err := emit(m); err != nil {
+			return err
+		}
+		md, err := m.Metadata()
+		if err == nil && !follow && (md.Sequence.Stream >= last || md.NumPending == 0) {
 			return nil
 		}
 	}
