@@ -37,7 +37,7 @@ const Payload = `{"message":"hello from aloft bench","n":42,"items":[1,2,3],"nes
 // Options configure a run. The zero value of each field means its default.
 type Options struct {
 	Duration    time.Duration // measuring time per latency or throughput figure (3s)
-	Runtimes    []string      // "go", "node", "python" (all three)
+	Runtimes    []string      // "go", "node", "python", "raw" (all four; see buildBundles)
 	Isolation   string        // "both", "none" or "auto" (both)
 	Cold        int           // cold-start samples per runtime (20)
 	Concurrency []int         // throughput levels (1, 16, 64)
@@ -46,7 +46,7 @@ type Options struct {
 	Idle        int           // idle instances per runtime for the memory figure (10)
 	// ThroughputAll measures throughput for every runtime, not only Go.
 	ThroughputAll bool
-	// ExternalClient also measures the floor's and the Go function's warm
+	// ExternalClient also measures the floor's and each function's warm
 	// latency from a client in a process of its own (ClientCommand), as an
 	// outside user sees them; the in-process client shares the node's
 	// runtime and skips the hand-off between processes.
@@ -62,7 +62,7 @@ func (o Options) withDefaults() Options {
 		o.Duration = 3 * time.Second
 	}
 	if len(o.Runtimes) == 0 {
-		o.Runtimes = []string{"go", "node", "python"}
+		o.Runtimes = []string{"go", "node", "python", "raw"}
 	}
 	if o.Isolation == "" {
 		o.Isolation = "both"
@@ -241,7 +241,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	}
 	for _, rt := range opts.Runtimes {
 		if _, ok := runtimeOf[rt]; !ok {
-			return nil, fmt.Errorf("runtime %q is not one of go, node, python", rt)
+			return nil, fmt.Errorf("runtime %q is not one of go, node, python, raw", rt)
 		}
 	}
 	start := time.Now()
@@ -314,6 +314,7 @@ type bencher struct {
 
 var runtimeOf = map[string]model.Runtime{
 	"go": model.RuntimeProvided, "node": model.RuntimeNode, "python": model.RuntimePython,
+	"raw": model.RuntimeProvided,
 }
 
 // mode starts a node with the isolation setting iso and measures every
@@ -460,15 +461,13 @@ func (nb *nodeBench) runtime(ctx context.Context, rt string) (Runtime, error) {
 	if r.Warm, err = nb.sequential(ctx, t); err != nil {
 		return r, err
 	}
-	if rt == "go" {
-		if r.WarmExternal, err = nb.external(ctx, t, nb.opts.Duration); err != nil {
+	if r.WarmExternal, err = nb.external(ctx, t, nb.opts.Duration); err != nil {
+		return r, err
+	}
+	if r.WarmExternal != nil {
+		nb.progress("%s: warm latency against the floor, client in its own process, interleaved", rt)
+		if r.VsFloorExternal, err = nb.externalVsFloor(ctx, t); err != nil {
 			return r, err
-		}
-		if r.WarmExternal != nil {
-			nb.progress("%s: warm latency against the floor, client in its own process, interleaved", rt)
-			if r.VsFloorExternal, err = nb.externalVsFloor(ctx, t); err != nil {
-				return r, err
-			}
 		}
 	}
 	if r.Inside, err = nb.inside(ctx, t); err != nil {
@@ -498,8 +497,10 @@ func (nb *nodeBench) runtime(ctx context.Context, rt string) (Runtime, error) {
 }
 
 // buildBundles builds the zip bundle of each runtime's bench function. The
-// Go one is compiled from this module's source (internal/testfn/benchecho),
-// so the bench runs from a source tree with the Go toolchain.
+// Go ones are compiled from this module's source, so the bench runs from a
+// source tree with the Go toolchain: "go" is internal/testfn/benchecho
+// (aws-lambda-go), "raw" internal/testfn/rawecho (the same function on a
+// minimal hand-written Runtime API client, the platform's cost alone).
 func buildBundles(rts []string) (map[string][]byte, error) {
 	out := make(map[string][]byte, len(rts))
 	for _, rt := range rts {
@@ -509,11 +510,11 @@ func buildBundles(rts []string) (map[string][]byte, error) {
 		}
 		defer os.RemoveAll(dir)
 		switch rt {
-		case "go":
+		case "go", "raw":
 			if _, err := os.Stat(filepath.Join(testfn.ModuleRoot(), "go.mod")); err != nil {
-				return nil, errors.New("cannot find Aloft's source tree to build the Go bench function; run the bench from it: go run ./cmd/aloft bench")
+				return nil, errors.New("cannot find Aloft's source tree to build the Go bench functions; run the bench from it: go run ./cmd/aloft bench")
 			}
-			err = testfn.BuildGo("./internal/testfn/benchecho", dir)
+			err = testfn.BuildGo(map[string]string{"go": "./internal/testfn/benchecho", "raw": "./internal/testfn/rawecho"}[rt], dir)
 		case "node":
 			err = testfn.Write(dir, map[string]string{"index.js": testfn.BenchNode})
 		case "python":

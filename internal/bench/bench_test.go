@@ -42,7 +42,7 @@ func TestCommand(t *testing.T) {
 		runtimes string
 		need     []string // interpreters
 	}{
-		{name: "go", runtimes: "go"},
+		{name: "go and raw", runtimes: "go,raw"},
 		{name: "node and python", runtimes: "node,python", need: []string{"node", "python"}},
 	}
 	for _, tc := range tests {
@@ -97,7 +97,7 @@ func TestCommand(t *testing.T) {
 					t.Errorf("%s memory = %+v, want the RSS of 2 instances", r.Runtime, r.Memory)
 				}
 			}
-			if tc.runtimes == "go" {
+			if want[0] == "go" {
 				if m.Scale == nil || m.Scale.Instances != 4 || m.Scale.Ready <= 0 {
 					t.Errorf("scale = %+v, want 4 instances", m.Scale)
 				}
@@ -122,6 +122,15 @@ func TestEvaluate(t *testing.T) {
 			Throughput: []Throughput{{Concurrency: 16, RPS: rps}}},
 			Cold: Cold{Total: Latency{P50: cold}}, Memory: &Memory{Instances: 2, RSS: 6, Platform: 0.5}}
 	}
+	vsExternal := func(r Runtime, median float64) Runtime {
+		r.VsFloorExternal = &Interleaved{Ratios: []float64{median}, Median: median}
+		return r
+	}
+	rawRT := func(warm, median float64) Runtime {
+		r := vsExternal(goRT(warm, 5, 600), median)
+		r.Runtime = "raw"
+		return r
+	}
 	tests := []struct {
 		name   string
 		modes  []Mode
@@ -133,6 +142,14 @@ func TestEvaluate(t *testing.T) {
 			metric: "go warm p50 / p99", iso: "none", want: Pass},
 		{name: "warm over 2× floor", modes: []Mode{{Level: "none", Runtimes: []Runtime{goRT(0.21, 5, 600)}}},
 			metric: "go warm p50 / p99", iso: "none", want: Miss},
+		{name: "raw has no target", modes: []Mode{{Level: "none", Runtimes: []Runtime{rawRT(0.21, 3.1)}}},
+			metric: "raw warm p50 / p99", iso: "none", want: NoTarget},
+		{name: "raw not judged interleaved", modes: []Mode{{Level: "none", Runtimes: []Runtime{rawRT(0.21, 3.1)}}},
+			metric: "raw   … vs that floor, interleaved", iso: "none", want: NoTarget},
+		{name: "interleaved within 3×", modes: []Mode{{Level: "none", Runtimes: []Runtime{vsExternal(goRT(0.3, 5, 600), 3)}}},
+			metric: "go   … vs that floor, interleaved", iso: "none", want: Pass},
+		{name: "interleaved over 3×", modes: []Mode{{Level: "none", Runtimes: []Runtime{vsExternal(goRT(0.3, 5, 600), 3.01)}}},
+			metric: "go   … vs that floor, interleaved", iso: "none", want: Miss},
 		{name: "throughput half the floor", modes: []Mode{{Level: "none", Runtimes: []Runtime{goRT(0.2, 5, 500)}}},
 			metric: "go throughput c=16", iso: "none", want: Pass},
 		{name: "throughput under half", modes: []Mode{{Level: "none", Runtimes: []Runtime{goRT(0.2, 5, 499)}}},

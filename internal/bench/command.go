@@ -30,7 +30,9 @@ func NewCommand() *cobra.Command {
 measure, over loopback HTTP with one keep-alive client:
 
   warm latency   p50/p99 of sequential invokes of an echo function per runtime,
-                 next to the floor: a plain net/http server echoing the same payload
+                 next to the floor: a plain net/http server echoing the same payload;
+                 also from a client in its own process, in rounds alternating
+                 with the floor (--external-client)
   throughput     req/s at each --concurrency, floor and Go (--throughput-all: every runtime)
   cold start     p50/p99 of the first invoke after a deploy, request to response,
                  and the Init Duration the platform reports for it
@@ -96,9 +98,9 @@ Each figure is printed with its target and PASS or MISS.`,
 		return nil
 	}
 	f := cmd.Flags()
-	f.BoolVar(&external, "external-client", true, "also measure the floor's and Go's warm latency from a client in its own process")
+	f.BoolVar(&external, "external-client", true, "also measure the floor's and each runtime's warm latency from a client in its own process, interleaved with the floor")
 	f.DurationVar(&opts.Duration, "duration", 3*time.Second, "measuring time of each latency and throughput figure")
-	f.StringVar(&runtimes, "runtimes", "go,node,python", "runtimes to measure")
+	f.StringVar(&runtimes, "runtimes", "go,node,python,raw", "runtimes to measure (raw: the Go function on a minimal hand-written Runtime API client instead of aws-lambda-go)")
 	f.StringVar(&opts.Isolation, "isolation", "both", "both (unsandboxed, then isolated when the host allows), none, auto or required")
 	f.IntVar(&opts.Cold, "cold", 20, "cold starts per runtime")
 	f.StringVar(&conc, "concurrency", "1,16,64", "throughput concurrency levels")

@@ -18,17 +18,21 @@ const (
 )
 
 // Targets, from the issues that asked for the benchmark. Where two issues
-// set the same target, the stricter one is used.
+// set the same target, the stricter one is used; the warm latency has one
+// bound per floor (see docs/performance.md).
 const (
-	TargetWarmVsFloor       = 2.0  // warm p50 at most 2× the floor's
-	TargetThroughputC16     = 0.5  // throughput at concurrency 16 at least half the floor's
-	TargetGoColdMs          = 10.0 // Go cold start p50, unsandboxed
-	TargetGoColdIsolatedMs  = 15.0 // Go cold start p50, isolated
-	TargetIsolatedWarmRatio = 1.10 // isolated warm p50 within 10% of unsandboxed
-	TargetScaleMs           = 1000 // 0→50 Go instances
-	TargetGoIdleMB          = 10.0 // idle Go instance, platform side included
-	TargetPooledNodeColdMs  = 25.0
-	TargetPooledPyColdMs    = 15.0
+	TargetWarmVsFloor = 2.0 // warm p50 at most 2× the floor's
+	// TargetWarmVsFloorExternal is the core issue's bound, judged against
+	// the floor measured by a client in its own process, interleaved.
+	TargetWarmVsFloorExternal = 3.0
+	TargetThroughputC16       = 0.5  // throughput at concurrency 16 at least half the floor's
+	TargetGoColdMs            = 10.0 // Go cold start p50, unsandboxed
+	TargetGoColdIsolatedMs    = 15.0 // Go cold start p50, isolated
+	TargetIsolatedWarmRatio   = 1.10 // isolated warm p50 within 10% of unsandboxed
+	TargetScaleMs             = 1000 // 0→50 Go instances
+	TargetGoIdleMB            = 10.0 // idle Go instance, platform side included
+	TargetPooledNodeColdMs    = 25.0
+	TargetPooledPyColdMs      = 15.0
 )
 
 // Check is one row of the report: a figure, and its target when it has one.
@@ -71,9 +75,17 @@ func Evaluate(r *Result) []Check {
 		for _, rt := range m.Runtimes {
 			byRT[rt.Runtime] = rt
 			name := rt.Runtime
+			// raw is a diagnostic (the platform's share of the Go
+			// function's latency), not a function the targets are about.
+			judged := func(target, status string) (string, string) {
+				if name == "raw" {
+					return "", NoTarget
+				}
+				return target, status
+			}
 			limit := TargetWarmVsFloor * floor.Warm.P50
-			add(name+" warm p50 / p99", iso, lat(rt.Warm),
-				fmt.Sprintf("p50 ≤ %g× floor (%s)", TargetWarmVsFloor, msStr(limit)), passIf(rt.Warm.P50 <= limit))
+			target, status := judged(fmt.Sprintf("p50 ≤ %g× floor (%s)", TargetWarmVsFloor, msStr(limit)), passIf(rt.Warm.P50 <= limit))
+			add(name+" warm p50 / p99", iso, lat(rt.Warm), target, status)
 			if rt.Inside.N > 0 {
 				add(name+"   … of which Runtime API round trip p50 / p99", iso, lat(rt.Inside), "", NoTarget)
 			}
@@ -82,8 +94,9 @@ func Evaluate(r *Result) []Check {
 					fmt.Sprintf("%s (%.1f× that floor)", lat(*ext), ext.P50/floor.WarmExternal.P50), "", NoTarget)
 			}
 			if v := rt.VsFloorExternal; v != nil {
+				target, status := judged(fmt.Sprintf("median ≤ %g×", TargetWarmVsFloorExternal), passIf(v.Median <= TargetWarmVsFloorExternal))
 				add(name+"   … vs that floor, interleaved", iso,
-					fmt.Sprintf("%.2f× (median of %d rounds; %s)", v.Median, len(v.Ratios), ratios(v.Ratios)), "", NoTarget)
+					fmt.Sprintf("%.2f× (median of %d rounds; %s)", v.Median, len(v.Ratios), ratios(v.Ratios)), target, status)
 			}
 			if base, ok := unsandboxed[name]; ok && iso == "isolated" {
 				ratio := rt.Warm.P50 / base.Warm.P50
@@ -103,8 +116,8 @@ func Evaluate(r *Result) []Check {
 				target, status := "", NoTarget
 				if f, ok := find(floor.Throughput, 16); ok {
 					if t, ok := find(rt.Throughput, 16); ok {
-						target = fmt.Sprintf("c=16 ≥ %g× floor (%.0f)", TargetThroughputC16, TargetThroughputC16*f.RPS)
-						status = passIf(t.RPS >= TargetThroughputC16*f.RPS)
+						target, status = judged(fmt.Sprintf("c=16 ≥ %g× floor (%.0f)", TargetThroughputC16, TargetThroughputC16*f.RPS),
+							passIf(t.RPS >= TargetThroughputC16*f.RPS))
 					}
 				}
 				add(name+" throughput "+levels(rt.Throughput), iso, rps(rt.Throughput), target, status)
@@ -117,7 +130,7 @@ func Evaluate(r *Result) []Check {
 					add(fmt.Sprintf("%s   … CPU per invocation at c=%d", name, t.Concurrency), iso, value, "", NoTarget)
 				}
 			}
-			target, status := "", NoTarget
+			target, status = "", NoTarget
 			if name == "go" {
 				limit := TargetGoColdMs
 				if iso == "isolated" {
