@@ -100,14 +100,14 @@ func Evaluate(r *Result) []Check {
 			}
 			if base, ok := unsandboxed[name]; ok && iso == "isolated" {
 				ratio := rt.Warm.P50 / base.Warm.P50
-				target, status := fmt.Sprintf("≤ +%.0f%%", (TargetIsolatedWarmRatio-1)*100), passIf(ratio <= TargetIsolatedWarmRatio)
+				target, status := judged(fmt.Sprintf("≤ +%.0f%%", (TargetIsolatedWarmRatio-1)*100), passIf(ratio <= TargetIsolatedWarmRatio))
 				value := fmt.Sprintf("%+.1f%% (sequential runs)", (ratio-1)*100)
 				// The interleaved measurement, when there is one, decides.
 				for _, c := range r.IsolationCost {
 					if c.Runtime == name {
 						add(name+" warm p50 vs unsandboxed", iso, value, "", NoTarget)
 						value = fmt.Sprintf("%+.1f%% (median of %d interleaved rounds)", (c.Median-1)*100, len(c.Ratios))
-						status = passIf(c.Median <= TargetIsolatedWarmRatio)
+						_, status = judged(target, passIf(c.Median <= TargetIsolatedWarmRatio))
 					}
 				}
 				add(name+" warm p50 vs unsandboxed", iso, value, target, status)
