@@ -18,9 +18,14 @@ import (
 )
 
 // TestMain lets the isolating driver re-execute the test binary as the
-// sandbox init, for runs with ALOFT_TEST_ISOLATION=auto.
+// sandbox init, for runs with ALOFT_TEST_ISOLATION=auto, and
+// TestInstancesSince run it as a helper process that only waits.
 func TestMain(m *testing.M) {
 	process.MaybeRunInit()
+	if os.Getenv("ALOFT_BENCH_TEST_WAIT") != "" {
+		time.Sleep(time.Minute)
+		os.Exit(0)
+	}
 	os.Exit(m.Run())
 }
 

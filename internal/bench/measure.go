@@ -319,6 +319,7 @@ func (nb *nodeBench) memory(ctx context.Context, name, rt string) (Memory, error
 	if err != nil {
 		return Memory{}, err
 	}
+	ranBefore := executables(before)
 	selfBefore := settledRSS()
 	_, inst, err := nb.burst(ctx, name, nb.opts.Idle, 300*time.Millisecond)
 	if err != nil {
@@ -334,10 +335,7 @@ func (nb *nodeBench) memory(ctx context.Context, name, rt string) (Memory, error
 		return Memory{}, err
 	}
 	var rss, pss int64
-	for pid := range after {
-		if before[pid] {
-			continue
-		}
+	for pid := range instancesSince(ranBefore, after) {
 		r, p, err := procMemory(pid)
 		if err != nil {
 			continue // gone meanwhile (a retired instance of another revision)

@@ -45,6 +45,40 @@ func descendants(pid int) (map[int]bool, error) {
 	return out, nil
 }
 
+// executables returns the file each of pids runs (absent: gone, or not
+// readable).
+func executables(pids map[int]bool) map[int]os.FileInfo {
+	out := make(map[int]os.FileInfo, len(pids))
+	for pid := range pids {
+		if fi, err := os.Stat("/proc/" + strconv.Itoa(pid) + "/exe"); err == nil {
+			out[pid] = fi
+		}
+	}
+	return out
+}
+
+// instancesSince returns the processes of now that became function
+// instances since the snapshot ranBefore (executables of the descendants
+// then): new processes, and old ones that have since executed another
+// program — the isolating driver's pre-forked sandbox inits become
+// instances by exec, keeping their pid. Processes running this program are
+// the node's helpers (such inits still waiting in their pool), not
+// instances.
+func instancesSince(ranBefore map[int]os.FileInfo, now map[int]bool) map[int]bool {
+	self, _ := os.Stat("/proc/self/exe")
+	out := map[int]bool{}
+	for pid, fi := range executables(now) {
+		if self != nil && os.SameFile(fi, self) {
+			continue
+		}
+		if old, ok := ranBefore[pid]; ok && os.SameFile(old, fi) {
+			continue
+		}
+		out[pid] = true
+	}
+	return out
+}
+
 // procMemory returns a process's resident set size and proportional set
 // size (shared pages divided among their users), in bytes.
 func procMemory(pid int) (rss, pss int64, err error) {
