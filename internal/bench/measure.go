@@ -334,8 +334,12 @@ func (nb *nodeBench) memory(ctx context.Context, name, rt string) (Memory, error
 	if err != nil {
 		return Memory{}, err
 	}
+	procs := instancesSince(ranBefore, after)
+	if len(procs) < nb.opts.Idle {
+		return Memory{}, fmt.Errorf("found %d instance processes for %d instances (is /proc/PID/exe readable?)", len(procs), nb.opts.Idle)
+	}
 	var rss, pss int64
-	for pid := range instancesSince(ranBefore, after) {
+	for pid := range procs {
 		r, p, err := procMemory(pid)
 		if err != nil {
 			continue // gone meanwhile (a retired instance of another revision)
