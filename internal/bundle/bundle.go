@@ -118,8 +118,24 @@ func cleanName(name string) (string, error) {
 	if clean == ".." || strings.HasPrefix(clean, "../") {
 		return "", model.Invalidf("the bundle entry %q escapes the bundle root", name)
 	}
+	if len(clean) > maxPathBytes {
+		return "", model.Invalidf("the bundle entry %q… has a path longer than %d bytes", clean[:64], maxPathBytes)
+	}
+	for _, part := range strings.Split(clean, "/") {
+		if len(part) > maxNameBytes {
+			return "", model.Invalidf("the bundle entry %q… has a name longer than %d bytes", part[:64], maxNameBytes)
+		}
+	}
 	return clean, nil
 }
+
+// Limits of an entry's path, so that every valid bundle can be unpacked:
+// file systems take names of up to 255 bytes (NAME_MAX), and paths of up to
+// 4096 (PATH_MAX) including the code directory they are unpacked under.
+const (
+	maxNameBytes = 255
+	maxPathBytes = 1024
+)
 
 // Unpack extracts a validated bundle into dir, which must not exist yet. It
 // writes into a sibling temporary directory and renames it, so dir is

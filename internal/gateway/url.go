@@ -150,13 +150,23 @@ type urlResult struct {
 	Cookies         []string          `json:"cookies"`
 }
 
+// framingHeaders belong to the connection and the response's framing, which
+// the server manages: a function's value for one is dropped (API Gateway
+// and Lambda drop or overwrite them too).
+var framingHeaders = map[string]bool{
+	"Connection": true, "Content-Length": true, "Keep-Alive": true, "Proxy-Connection": true,
+	"Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true,
+}
+
 // writeURLResult maps a function's result to HTTP: an object with a
 // statusCode is a structured response; anything else is a 200 JSON body.
 func writeURLResult(w http.ResponseWriter, payload []byte) {
 	var probe map[string]json.RawMessage
 	if json.Unmarshal(payload, &probe) == nil && probe["statusCode"] != nil {
 		var res urlResult
-		if err := json.Unmarshal(payload, &res); err == nil && res.StatusCode >= 100 && res.StatusCode <= 999 {
+		// A 1xx status cannot end a response; like any status outside
+		// 200–999 it makes the result a bare value.
+		if err := json.Unmarshal(payload, &res); err == nil && res.StatusCode >= 200 && res.StatusCode <= 999 {
 			body := []byte(res.Body)
 			if res.IsBase64Encoded {
 				if body, err = base64.StdEncoding.DecodeString(res.Body); err != nil {
@@ -171,7 +181,9 @@ func writeURLResult(w http.ResponseWriter, payload []byte) {
 			}
 			sort.Strings(keys)
 			for _, k := range keys {
-				w.Header().Set(k, res.Headers[k])
+				if !framingHeaders[http.CanonicalHeaderKey(k)] {
+					w.Header().Set(k, res.Headers[k])
+				}
 			}
 			for _, c := range res.Cookies {
 				w.Header().Add("Set-Cookie", c)

@@ -358,6 +358,10 @@ func TestWriteURLResult(t *testing.T) {
 		{"object without statusCode", `{"body":"x"}`, 200, map[string]string{"Content-Type": "application/json"}, nil, `{"body":"x"}`},
 		{"statusCode not a number", `{"statusCode":"200","body":"x"}`, 200, nil, nil, `{"statusCode":"200","body":"x"}`},
 		{"statusCode out of range", `{"statusCode":1000,"body":"x"}`, 200, nil, nil, `{"statusCode":1000,"body":"x"}`},
+		{"informational statusCode", `{"statusCode":103,"body":"x"}`, 200, nil, nil, `{"statusCode":103,"body":"x"}`},
+		{"framing headers dropped",
+			`{"statusCode":200,"headers":{"transfer-encoding":"0","Connection":"close","content-length":"999","upgrade":"h2c","x-a":"1"},"body":"short"}`,
+			200, map[string]string{"Content-Length": "5", "X-A": "1", "Transfer-Encoding": "", "Connection": "", "Upgrade": ""}, nil, "short"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
