@@ -141,6 +141,9 @@ type instance struct {
 	watchDone  chan struct{}
 	procStatus *sandbox.StatFile // /proc/PID/status of the instance's process
 
+	statsMu  sync.Mutex // guards statsBuf, Stats' read buffer
+	statsBuf [4096]byte
+
 	mu      sync.Mutex
 	peak    int64
 	oom     bool
@@ -172,7 +175,9 @@ func (i *instance) ExitStatus() sandbox.ExitStatus {
 // Stats reads the process's peak resident memory now, so the figure is
 // exact even between the watchdog's samples.
 func (i *instance) Stats() sandbox.Stats {
-	_, hwm, _ := readMemory(i.procStatus, make([]byte, 4096))
+	i.statsMu.Lock()
+	_, hwm, _ := readMemory(i.procStatus, i.statsBuf[:])
+	i.statsMu.Unlock()
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	if hwm > i.peak && !i.oom {
