@@ -62,14 +62,14 @@ func parseRate(s string, minute time.Duration) (Schedule, error) {
 	if err != nil || n < 1 {
 		return nil, model.Invalidf("schedule rate(%s): the value must be a positive whole number", s)
 	}
-	var unit time.Duration
+	var perUnit int // minutes
 	switch f[1] {
 	case "minute", "minutes":
-		unit = minute
+		perUnit = 1
 	case "hour", "hours":
-		unit = 60 * minute
+		perUnit = 60
 	case "day", "days":
-		unit = 24 * 60 * minute
+		perUnit = 24 * 60
 	default:
 		return nil, model.Invalidf("schedule rate(%s): the unit must be minutes, hours or days", s)
 	}
@@ -77,8 +77,15 @@ func parseRate(s string, minute time.Duration) (Schedule, error) {
 		return nil, model.Invalidf("schedule rate(%s): write rate(1 %s) for one and rate(N %ss) for more", s,
 			strings.TrimSuffix(f[1], "s"), strings.TrimSuffix(f[1], "s"))
 	}
-	return rate{period: time.Duration(n) * unit}, nil
+	if n > maxRateMinutes/perUnit {
+		return nil, model.Invalidf("schedule rate(%s): the period must be at most %d days", s, maxRateMinutes/(24*60))
+	}
+	return rate{period: time.Duration(n*perUnit) * minute}, nil
 }
+
+// maxRateMinutes bounds a rate's period (100 years), so that it is a
+// positive time.Duration.
+const maxRateMinutes = 100 * 365 * 24 * 60
 
 // utc evaluates a cron schedule in UTC.
 type utc struct{ s cron.Schedule }
