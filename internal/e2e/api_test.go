@@ -5,6 +5,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -143,6 +144,11 @@ func TestBadInput(t *testing.T) {
 	checkAPIError(t, h.invoke("nope", `{}`), 404, "ResourceNotFoundException", "Function not found: arn:aws:lambda:us-east-1:000000000000:function:nope")
 	checkAPIError(t, h.invoke("ok", strings.Repeat("x", 6*1024*1024+1)), 413, "RequestTooLargeException", "6291456")
 	checkAPIError(t, h.invoke("ok", `{"unterminated"`), 400, "InvalidRequestContentException", "json")
+	for _, cc := range []string{"not base64!", base64.StdEncoding.EncodeToString([]byte(`[1]`)), base64.StdEncoding.EncodeToString([]byte(`null`))} {
+		checkAPIError(t, h.invoke("ok", `{}`, "X-Amz-Client-Context", cc), 400, "InvalidRequestContentException", "base64-encoded JSON object")
+	}
+	bigContext := base64.StdEncoding.EncodeToString([]byte(`{"custom":"` + strings.Repeat("x", 2700) + `"}`))
+	checkAPIError(t, h.invoke("ok", `{}`, "X-Amz-Client-Context", bigContext), 400, "InvalidRequestContentException", "more than 3583")
 	checkAPIError(t, h.invoke("ok", `{}`, "Authorization", "Bearer wrong"), 401, "UnauthorizedException", "token")
 	checkAPIError(t, h.invoke("ok", `{}`, "Authorization", ""), 401, "UnauthorizedException", "token")
 	checkAPIError(t, h.do("GET", "/v1/functions", nil, "Authorization", ""), 401, "UnauthorizedException", "token")

@@ -97,6 +97,10 @@ func (g *Gateway) lookup(name string) (*model.Function, error) {
 	return fn, nil
 }
 
+// maxClientContext is Lambda's bound on X-Amz-Client-Context, base64
+// included; the function receives it in a Runtime API header.
+const maxClientContext = 3583
+
 // invoke serves the Lambda Invoke API.
 func (g *Gateway) invoke(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
@@ -128,8 +132,14 @@ func (g *Gateway) invoke(w http.ResponseWriter, r *http.Request) {
 	}
 	req := &worker.Request{Payload: payload, WantLog: r.Header.Get("X-Amz-Log-Type") == "Tail"}
 	if cc := r.Header.Get("X-Amz-Client-Context"); cc != "" {
+		if len(cc) > maxClientContext {
+			apierr.Write(w, apierr.New(http.StatusBadRequest, "InvalidRequestContentException",
+				fmt.Sprintf("X-Amz-Client-Context is %d bytes, more than %d", len(cc), maxClientContext)))
+			return
+		}
 		raw, err := base64.StdEncoding.DecodeString(cc)
-		if err != nil || !json.Valid(raw) {
+		var object map[string]json.RawMessage
+		if err != nil || json.Unmarshal(raw, &object) != nil || object == nil {
 			apierr.Write(w, apierr.New(http.StatusBadRequest, "InvalidRequestContentException",
 				"X-Amz-Client-Context must be a base64-encoded JSON object"))
 			return
