@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"os/signal"
 	"strings"
@@ -34,6 +35,9 @@ func newUpCmd() *cobra.Command {
 			cfg.Logger = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
 			if cfg.Token == "" {
 				cfg.Token = os.Getenv("ALOFT_TOKEN")
+			}
+			if err := checkUpFlags(cfg); err != nil {
+				return err
 			}
 			if cfg.PoolSize == 0 {
 				cfg.PoolSize = -1 // node.Config's zero value means the default
@@ -86,4 +90,37 @@ func forceQuitOnSignal() {
 		<-sig
 		os.Exit(130)
 	}()
+}
+
+// checkUpFlags refuses settings no node can run with: a negative size,
+// duration or price, or no keep-alive at all.
+func checkUpFlags(cfg node.Config) error {
+	if cfg.KeepAlive <= 0 {
+		return fmt.Errorf("--keep-alive %v: must be positive", cfg.KeepAlive)
+	}
+	for _, d := range []struct {
+		flag  string
+		value time.Duration
+	}{{"queue-timeout", cfg.QueueTimeout}, {"async-retry-backoff", cfg.AsyncRetryBackoff}, {"grace", cfg.Grace}} {
+		if d.value < 0 {
+			return fmt.Errorf("--%s %v: must not be negative", d.flag, d.value)
+		}
+	}
+	for _, n := range []struct {
+		flag  string
+		value int
+	}{{"pool-size", cfg.PoolSize}, {"memory", cfg.MemoryMB}, {"async-concurrency", cfg.AsyncConcurrency}} {
+		if n.value < 0 {
+			return fmt.Errorf("--%s %d: must not be negative", n.flag, n.value)
+		}
+	}
+	for _, p := range []struct {
+		flag  string
+		value float64
+	}{{"price-gb-second", cfg.Prices.PerGBSecond}, {"price-million-requests", cfg.Prices.PerMillionRequest}} {
+		if p.value < 0 || math.IsNaN(p.value) || math.IsInf(p.value, 0) {
+			return fmt.Errorf("--%s %v: must be a price of zero or more", p.flag, p.value)
+		}
+	}
+	return nil
 }
