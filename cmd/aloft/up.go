@@ -98,28 +98,23 @@ func checkUpFlags(cfg node.Config) error {
 	if cfg.KeepAlive <= 0 {
 		return fmt.Errorf("--keep-alive %v: must be positive", cfg.KeepAlive)
 	}
-	for _, d := range []struct {
+	price := func(p float64) bool { return p >= 0 && !math.IsInf(p, 1) } // false for NaN
+	for _, c := range []struct {
 		flag  string
-		value time.Duration
-	}{{"queue-timeout", cfg.QueueTimeout}, {"async-retry-backoff", cfg.AsyncRetryBackoff}, {"grace", cfg.Grace}} {
-		if d.value < 0 {
-			return fmt.Errorf("--%s %v: must not be negative", d.flag, d.value)
-		}
-	}
-	for _, n := range []struct {
-		flag  string
-		value int
-	}{{"pool-size", cfg.PoolSize}, {"memory", cfg.MemoryMB}, {"async-concurrency", cfg.AsyncConcurrency}} {
-		if n.value < 0 {
-			return fmt.Errorf("--%s %d: must not be negative", n.flag, n.value)
-		}
-	}
-	for _, p := range []struct {
-		flag  string
-		value float64
-	}{{"price-gb-second", cfg.Prices.PerGBSecond}, {"price-million-requests", cfg.Prices.PerMillionRequest}} {
-		if p.value < 0 || math.IsNaN(p.value) || math.IsInf(p.value, 0) {
-			return fmt.Errorf("--%s %v: must be a price of zero or more", p.flag, p.value)
+		ok    bool
+		value any
+	}{
+		{"queue-timeout", cfg.QueueTimeout >= 0, cfg.QueueTimeout},
+		{"async-retry-backoff", cfg.AsyncRetryBackoff >= 0, cfg.AsyncRetryBackoff},
+		{"grace", cfg.Grace >= 0, cfg.Grace},
+		{"pool-size", cfg.PoolSize >= 0, cfg.PoolSize},
+		{"memory", cfg.MemoryMB >= 0, cfg.MemoryMB},
+		{"async-concurrency", cfg.AsyncConcurrency >= 0, cfg.AsyncConcurrency},
+		{"price-gb-second", price(cfg.Prices.PerGBSecond), cfg.Prices.PerGBSecond},
+		{"price-million-requests", price(cfg.Prices.PerMillionRequest), cfg.Prices.PerMillionRequest},
+	} {
+		if !c.ok {
+			return fmt.Errorf("--%s %v: must be zero or more", c.flag, c.value)
 		}
 	}
 	return nil

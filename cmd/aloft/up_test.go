@@ -17,14 +17,15 @@ func TestUpRefusesBadFlags(t *testing.T) {
 	}{
 		{[]string{"--keep-alive", "-5m"}, "--keep-alive -5m0s: must be positive"},
 		{[]string{"--keep-alive", "0"}, "--keep-alive 0s: must be positive"},
-		{[]string{"--grace", "-1s"}, "--grace -1s: must not be negative"},
-		{[]string{"--queue-timeout", "-1ms"}, "--queue-timeout -1ms: must not be negative"},
-		{[]string{"--async-retry-backoff", "-1m"}, "--async-retry-backoff -1m0s: must not be negative"},
-		{[]string{"--pool-size", "-1"}, "--pool-size -1: must not be negative"},
-		{[]string{"--memory", "-512"}, "--memory -512: must not be negative"},
-		{[]string{"--async-concurrency", "-4"}, "--async-concurrency -4: must not be negative"},
-		{[]string{"--price-gb-second", "-0.1"}, "--price-gb-second -0.1: must be a price of zero or more"},
-		{[]string{"--price-million-requests", "Inf"}, "--price-million-requests +Inf: must be a price of zero or more"},
+		{[]string{"--grace", "-1s"}, "--grace -1s: must be zero or more"},
+		{[]string{"--queue-timeout", "-1ms"}, "--queue-timeout -1ms: must be zero or more"},
+		{[]string{"--async-retry-backoff", "-1m"}, "--async-retry-backoff -1m0s: must be zero or more"},
+		{[]string{"--pool-size", "-1"}, "--pool-size -1: must be zero or more"},
+		{[]string{"--memory", "-512"}, "--memory -512: must be zero or more"},
+		{[]string{"--async-concurrency", "-4"}, "--async-concurrency -4: must be zero or more"},
+		{[]string{"--price-gb-second", "-0.1"}, "--price-gb-second -0.1: must be zero or more"},
+		{[]string{"--price-million-requests", "Inf"}, "--price-million-requests +Inf: must be zero or more"},
+		{[]string{"--price-gb-second", "NaN"}, "--price-gb-second NaN: must be zero or more"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			data := filepath.Join(t.TempDir(), "data")
