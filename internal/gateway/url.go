@@ -151,8 +151,8 @@ type urlResult struct {
 }
 
 // framingHeaders belong to the connection and the response's framing, which
-// the server manages: a function's value for one is dropped (API Gateway
-// and Lambda drop or overwrite them too).
+// the server manages: a function's value for one is dropped (one such value,
+// Transfer-Encoding: 0, made a response no client could read).
 var framingHeaders = map[string]bool{
 	"Connection": true, "Content-Length": true, "Keep-Alive": true, "Proxy-Connection": true,
 	"Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true,
