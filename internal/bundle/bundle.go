@@ -23,7 +23,7 @@ import (
 const (
 	MaxZipped   = 50 << 20  // 50 MB
 	MaxUnzipped = 250 << 20 // 250 MB
-	maxFiles    = 20000
+	MaxFiles    = 20000
 )
 
 // Info is what validation learned about a bundle.
@@ -45,8 +45,8 @@ func Validate(data []byte, runtime model.Runtime) (Info, error) {
 	if err != nil {
 		return info, model.Invalidf("the code bundle is not a zip file: %v", err)
 	}
-	if len(zr.File) > maxFiles {
-		return info, model.Invalidf("the bundle has %d files, more than %d", len(zr.File), maxFiles)
+	if len(zr.File) > MaxFiles {
+		return info, model.Invalidf("the bundle has %d files, more than %d", len(zr.File), MaxFiles)
 	}
 	var total uint64
 	var bootstrap *zip.File

@@ -62,7 +62,7 @@ func makeZip(t *testing.T, entries ...entry) []byte {
 var bootstrap = entry{name: "bootstrap", mode: 0o755, data: []byte("#!/bin/sh\n")}
 
 func TestValidate(t *testing.T) {
-	manyFiles := make([]entry, maxFiles+1)
+	manyFiles := make([]entry, MaxFiles+1)
 	for i := range manyFiles {
 		manyFiles[i] = entry{name: "f" + strings.Repeat("x", i%7) + "/" + string(rune('a'+i%26)) + itoa(i)}
 	}

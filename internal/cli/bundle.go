@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/aloft-dev/aloft/internal/bundle"
 )
 
 // excluded are the paths that are never packaged, at any depth: VCS data,
@@ -48,7 +50,8 @@ func ZipDir(w io.Writer, dir string) error {
 	if err != nil {
 		return fmt.Errorf("cannot package %s: %w", dir, err)
 	}
-	if err := zipTree(zw, root, "", map[string]bool{real: true}); err != nil {
+	var b budget
+	if err := zipTree(zw, root, "", map[string]bool{real: true}, &b); err != nil {
 		return err
 	}
 	if err := zw.Close(); err != nil {
@@ -57,10 +60,30 @@ func ZipDir(w io.Writer, dir string) error {
 	return nil
 }
 
+// budget counts what a bundle holds so far, so that packaging a folder
+// the server would refuse (say, a home directory deployed by mistake) stops
+// at the limit instead of reading all of it.
+type budget struct {
+	files int
+	bytes int64
+}
+
+func (b *budget) add(fsPath string, size int64) error {
+	b.files++
+	b.bytes += size
+	switch {
+	case b.files > bundle.MaxFiles:
+		return fmt.Errorf("cannot package %s: the folder has more than %d files, the limit of a bundle", fsPath, bundle.MaxFiles)
+	case b.bytes > bundle.MaxUnzipped:
+		return fmt.Errorf("cannot package %s: the folder's files add up to more than %d MB, the limit of a bundle", fsPath, bundle.MaxUnzipped>>20)
+	}
+	return nil
+}
+
 // zipTree adds the contents of the directory fsDir under the zip prefix
 // (a slash path, "" for the root). ancestors holds the real paths of the
 // directories being walked, to stop symlink cycles.
-func zipTree(zw *zip.Writer, fsDir, prefix string, ancestors map[string]bool) error {
+func zipTree(zw *zip.Writer, fsDir, prefix string, ancestors map[string]bool, b *budget) error {
 	entries, err := os.ReadDir(fsDir)
 	if err != nil {
 		return fmt.Errorf("cannot package %s: %w", fsDir, err)
@@ -87,16 +110,22 @@ func zipTree(zw *zip.Writer, fsDir, prefix string, ancestors map[string]bool) er
 			if ancestors[real] {
 				return fmt.Errorf("cannot package %s: symbolic link loop", fsPath)
 			}
+			if err := b.add(fsPath, 0); err != nil {
+				return err
+			}
 			if err := addZipEntry(zw, name+"/", info, nil); err != nil {
 				return err
 			}
 			ancestors[real] = true
-			err = zipTree(zw, fsPath, name, ancestors)
+			err = zipTree(zw, fsPath, name, ancestors, b)
 			delete(ancestors, real)
 			if err != nil {
 				return err
 			}
 		case info.Mode().IsRegular():
+			if err := b.add(fsPath, info.Size()); err != nil {
+				return err
+			}
 			f, err := os.Open(fsPath)
 			if err != nil {
 				return fmt.Errorf("cannot package %s: %w", fsPath, err)

@@ -9,8 +9,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/aloft-dev/aloft/internal/bundle"
 )
 
 // writeTree creates files under dir: path -> content, with mode 0755 for
@@ -145,6 +149,39 @@ func TestZipDirSymlinkLoop(t *testing.T) {
 	}
 	if err := ZipDir(io.Discard, dir); err == nil {
 		t.Fatalf("err=nil, want a symbolic link loop error")
+	}
+}
+
+// TestZipDirStopsAtTheLimits: a folder the server would refuse is not
+// read to its end (the big file is sparse: nothing of it is read).
+func TestZipDirStopsAtTheLimits(t *testing.T) {
+	big := t.TempDir()
+	f, err := os.Create(filepath.Join(big, "big.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(bundle.MaxUnzipped + 1); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	many := t.TempDir()
+	for i := range bundle.MaxFiles + 1 {
+		if err := os.WriteFile(filepath.Join(many, strconv.Itoa(i)), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for dir, want := range map[string]string{
+		big:  "the folder's files add up to more than 250 MB, the limit of a bundle",
+		many: "the folder has more than 20000 files, the limit of a bundle",
+	} {
+		var out bytes.Buffer
+		err := ZipDir(&out, dir)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("ZipDir: %v, want an error saying %q", err, want)
+		}
+		if dir == big && out.Len() > 1<<10 {
+			t.Errorf("ZipDir wrote %d bytes of the big folder before refusing", out.Len())
+		}
 	}
 }
 
