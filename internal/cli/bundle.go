@@ -40,7 +40,11 @@ var zipEpoch = time.Date(1980, 1, 1, 0, 0, 0, 0, time.UTC)
 // file's permission bits (notably the executable bit) in the entries'
 // external attributes, dereferences symbolic links, and skips the paths in
 // excluded.
-func ZipDir(w io.Writer, dir string) error {
+func ZipDir(w io.Writer, dir string) error { return ZipDirContext(context.Background(), w, dir) }
+
+// ZipDirContext is ZipDir that stops when ctx ends (the user pressed
+// Ctrl-C while a big folder was being packaged).
+func ZipDirContext(ctx context.Context, w io.Writer, dir string) error {
 	zw := zip.NewWriter(w)
 	root, err := filepath.Abs(dir)
 	if err != nil {
@@ -50,7 +54,7 @@ func ZipDir(w io.Writer, dir string) error {
 	if err != nil {
 		return fmt.Errorf("cannot package %s: %w", dir, err)
 	}
-	var b budget
+	b := budget{ctx: ctx}
 	if err := zipTree(zw, root, "", map[string]bool{real: true}, &b); err != nil {
 		return err
 	}
@@ -64,11 +68,15 @@ func ZipDir(w io.Writer, dir string) error {
 // the server would refuse (say, a home directory deployed by mistake) stops
 // at the limit instead of reading all of it.
 type budget struct {
+	ctx   context.Context
 	files int
 	bytes int64
 }
 
 func (b *budget) add(fsPath string, size int64) error {
+	if err := b.ctx.Err(); err != nil {
+		return fmt.Errorf("cannot package %s: %w", fsPath, err)
+	}
 	b.files++
 	b.bytes += size
 	switch {

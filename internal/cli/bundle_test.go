@@ -4,6 +4,7 @@ import (
 	"archive/zip"
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"os"
 	"os/exec"
@@ -182,6 +183,17 @@ func TestZipDirStopsAtTheLimits(t *testing.T) {
 		if dir == big && out.Len() > 1<<10 {
 			t.Errorf("ZipDir wrote %d bytes of the big folder before refusing", out.Len())
 		}
+	}
+}
+
+// TestZipDirContext: packaging stops when its context ends.
+func TestZipDirContext(t *testing.T) {
+	dir := t.TempDir()
+	writeTree(t, dir, map[string]string{"a": "x"}, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := ZipDirContext(ctx, io.Discard, dir); !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
 	}
 }
 

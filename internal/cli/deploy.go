@@ -165,7 +165,7 @@ func deploy(cmd *cobra.Command, dir string, f deployFlags) error {
 				return fmt.Errorf("cannot deploy %s: runtime provided needs an executable file bootstrap in the folder", dir)
 			}
 		}
-		if err := ZipDir(zf, dir); err != nil {
+		if err := ZipDirContext(ctx, zf, dir); err != nil {
 			return err
 		}
 	}
