@@ -7,6 +7,8 @@ import (
 	"unsafe"
 
 	seccomp "github.com/elastic/go-seccomp-bpf"
+	"github.com/elastic/go-seccomp-bpf/arch"
+	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
 
@@ -34,9 +36,37 @@ var deniedSyscalls = []string{
 const newNamespaceFlags = unix.CLONE_NEWUSER | unix.CLONE_NEWNS | unix.CLONE_NEWPID |
 	unix.CLONE_NEWNET | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWCGROUP | unix.CLONE_NEWTIME
 
-// sandboxPolicy allows everything but deniedSyscalls and clone with
-// namespace flags. clone3 passes its flags in memory, which a seccomp filter
-// cannot read, so it fails with ENOSYS and libc falls back to clone.
+// allowedSocketFamilies are the address families an instance may open
+// sockets of: local and IP sockets, and netlink for its route protocol
+// only (Go, Node and Python list interfaces through it). Everything else —
+// AF_VSOCK (not network-namespaced: a socket bound there is bound for the
+// whole host), AF_PACKET, AF_ALG, AF_KEY, netfilter and audit netlink… —
+// fails with EAFNOSUPPORT, as on a kernel built without the family.
+var allowedSocketFamilies = []uint64{unix.AF_UNIX, unix.AF_INET, unix.AF_INET6, unix.AF_NETLINK}
+
+// socketRules deny socket() for any family outside allowedSocketFamilies
+// and netlink sockets of another protocol than NETLINK_ROUTE. The
+// comparisons are on the whole 64-bit register: a value with high bits set
+// (which the kernel would truncate to an allowed int) is denied too.
+func socketRules() []seccomp.NameWithConditions {
+	var otherFamily seccomp.ArgumentConditions
+	for _, f := range allowedSocketFamilies {
+		otherFamily = append(otherFamily, seccomp.Condition{Argument: 0, Operation: seccomp.NotEqual, Value: f})
+	}
+	return []seccomp.NameWithConditions{
+		{Name: "socket", Conditions: otherFamily},
+		{Name: "socket", Conditions: seccomp.ArgumentConditions{
+			{Argument: 0, Operation: seccomp.Equal, Value: unix.AF_NETLINK},
+			{Argument: 2, Operation: seccomp.NotEqual, Value: unix.NETLINK_ROUTE},
+		}},
+	}
+}
+
+// sandboxPolicy allows everything but deniedSyscalls, clone with namespace
+// flags and sockets outside allowedSocketFamilies. clone3 passes its flags
+// in memory, which a seccomp filter cannot read, so it fails with ENOSYS and
+// libc falls back to clone. The policy is for the native system-call ABI
+// only; seccompProgram refuses every other one.
 func sandboxPolicy() seccomp.Policy {
 	var cloneNS []seccomp.NameWithConditions
 	for bit := uint64(1); bit != 0 && bit <= newNamespaceFlags; bit <<= 1 {
@@ -52,17 +82,46 @@ func sandboxPolicy() seccomp.Policy {
 		Syscalls: []seccomp.SyscallGroup{
 			{Action: seccomp.ActionErrno, Names: deniedSyscalls, NamesWithCondtions: cloneNS},
 			{Action: seccomp.ActionErrno | seccomp.Action(unix.ENOSYS), Names: []string{"clone3"}},
+			{Action: seccomp.ActionErrno | seccomp.Action(unix.EAFNOSUPPORT), NamesWithCondtions: socketRules()},
 		},
 	}
 }
 
-// assembleSeccomp compiles sandboxPolicy into a BPF program for
-// installSeccomp.
-func assembleSeccomp() ([]unix.SockFilter, error) {
+// Offsets in struct seccomp_data.
+const (
+	seccompArchOffset = 4
+)
+
+// seccompProgram is sandboxPolicy as a BPF program, behind a guard that
+// refuses (ENOSYS) every system call made through another ABI than the
+// native one: the i386 entry (int $0x80) and, on arm64, the 32-bit compat
+// entry. The library's own architecture check jumps to the policy's default
+// action — ALLOW — for a foreign ABI, which would let a 64-bit process make
+// every denied call with its 32-bit number. (The x32 ABI shares x86-64's
+// audit architecture; the library refuses it by the number's x32 bit.)
+func seccompProgram() ([]bpf.Instruction, error) {
+	native, err := arch.GetInfo("")
+	if err != nil {
+		return nil, fmt.Errorf("cannot build seccomp filter: %w", err)
+	}
 	p := sandboxPolicy()
-	insts, err := p.Assemble()
+	policy, err := p.Assemble()
 	if err != nil {
 		return nil, fmt.Errorf("cannot assemble seccomp filter: %w", err)
+	}
+	guard := []bpf.Instruction{
+		bpf.LoadAbsolute{Off: seccompArchOffset, Size: 4},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(native.ID), SkipTrue: 1},
+		bpf.RetConstant{Val: uint32(seccomp.ActionErrno) | uint32(unix.ENOSYS)},
+	}
+	return append(guard, policy...), nil
+}
+
+// assembleSeccomp compiles seccompProgram for installSeccomp.
+func assembleSeccomp() ([]unix.SockFilter, error) {
+	insts, err := seccompProgram()
+	if err != nil {
+		return nil, err
 	}
 	out := make([]unix.SockFilter, 0, len(insts))
 	for _, in := range insts {
