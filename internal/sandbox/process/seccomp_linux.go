@@ -87,10 +87,8 @@ func sandboxPolicy() seccomp.Policy {
 	}
 }
 
-// Offsets in struct seccomp_data.
-const (
-	seccompArchOffset = 4
-)
+// seccompArchOffset is the offset of arch in struct seccomp_data.
+const seccompArchOffset = 4
 
 // seccompProgram is sandboxPolicy as a BPF program, behind a guard that
 // refuses (ENOSYS) every system call made through another ABI than the
