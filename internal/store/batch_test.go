@@ -36,7 +36,7 @@ func TestBatchedRecords(t *testing.T) {
 			t.Fatalf("record %d = %.40q, want %.40q", i, got[i], want[i])
 		}
 	}
-	info, err := s.js.Stream(ctx(t), logsStream)
+	info, err := s.js.Stream(ctx(t), logsStreamPrefix+"fn")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,6 +52,9 @@ func TestBatchedRecords(t *testing.T) {
 // loses nothing.
 func TestRecordsOfOtherMessages(t *testing.T) {
 	s, _ := open(t, t.TempDir())
+	if err := s.logStream("fn"); err != nil {
+		t.Fatal(err)
+	}
 	publish := func(data, header string) {
 		t.Helper()
 		m := nats.NewMsg(logsSubject + "fn")

@@ -2,6 +2,12 @@
 // a KV bucket (watched into an in-memory cache, so the invoke path never
 // waits on the store), code bundles in an object store, and logs and usage
 // records in streams.
+//
+// Logs are kept in one stream per function (ALOFT_LOGS_<name>), each bounded
+// in bytes, so a function that floods its logs only loses its own history.
+// Usage records, which billing needs, share one stream bounded only by age:
+// nothing one tenant does can discard another's records (their volume is
+// one small record per invocation, which the invocations pay for).
 package store
 
 import (
@@ -12,6 +18,7 @@ import (
 	"net"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -23,13 +30,26 @@ import (
 
 // Names of the JetStream assets.
 const (
-	functionsBucket = "aloft_functions"
-	codeBucket      = "aloft_code"
-	logsStream      = "ALOFT_LOGS"
-	usageStream     = "ALOFT_USAGE"
-	logsSubject     = "aloft.logs."  // + function name
-	usageSubject    = "aloft.usage." // + function name
+	functionsBucket  = "aloft_functions"
+	codeBucket       = "aloft_code"
+	logsStreamPrefix = "ALOFT_LOGS_" // + function name
+	legacyLogsStream = "ALOFT_LOGS"  // one stream for all functions, before 2026-12
+	usageStream      = "ALOFT_USAGE"
+	logsSubject      = "aloft.logs."  // + function name
+	usageSubject     = "aloft.usage." // + function name
 )
+
+// Retention of each function's logs: whichever bound is reached first drops
+// the function's oldest records.
+const (
+	logsMaxAge          = 7 * 24 * time.Hour
+	usageMaxAge         = 90 * 24 * time.Hour
+	storeRequestTimeout = 5 * time.Second
+)
+
+// logsMaxBytesPerFn bounds each function's stored logs (a variable for
+// tests).
+var logsMaxBytesPerFn int64 = 64 << 20
 
 // Store is the node's view of the JetStream state. Create it with Open.
 type Store struct {
@@ -38,6 +58,8 @@ type Store struct {
 	code jetstream.ObjectStore
 
 	batch *batcher // log texts and usage records on their way to the streams
+
+	logStreams sync.Map // function name → struct{}: its log stream exists
 
 	mu        sync.RWMutex
 	functions map[string]*model.Function
@@ -48,7 +70,12 @@ type Store struct {
 // Open creates the buckets and streams if needed and loads the function
 // cache. It returns once the cache holds every stored function.
 func Open(ctx context.Context, nc *nats.Conn) (*Store, error) {
-	js, err := jetstream.New(nc)
+	var s *Store
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *nats.Msg, _ error) {
+		if fn, ok := strings.CutPrefix(m.Subject, logsSubject); ok && s != nil {
+			s.logStreams.Delete(fn) // gone (deleted by another node?): make it again next time
+		}
+	}))
 	if err != nil {
 		return nil, err
 	}
@@ -64,21 +91,42 @@ func Open(ctx context.Context, nc *nats.Conn) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot open object store: %w", err)
 	}
-	for _, cfg := range []jetstream.StreamConfig{
-		{Name: logsStream, Subjects: []string{logsSubject + ">"}, Storage: jetstream.FileStorage,
-			MaxAge: 7 * 24 * time.Hour, MaxBytes: 1 << 30, Discard: jetstream.DiscardOld},
-		{Name: usageStream, Subjects: []string{usageSubject + ">"}, Storage: jetstream.FileStorage,
-			MaxAge: 90 * 24 * time.Hour, MaxBytes: 1 << 30, Discard: jetstream.DiscardOld},
-	} {
-		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
-			return nil, fmt.Errorf("cannot open stream %s: %w", cfg.Name, err)
-		}
+	// The single log stream of earlier versions takes every log subject;
+	// the per-function streams cannot exist beside it.
+	if err := js.DeleteStream(ctx, legacyLogsStream); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, fmt.Errorf("cannot remove the old log stream: %w", err)
 	}
-	s := &Store{js: js, kv: kv, code: code, functions: make(map[string]*model.Function), batch: newBatcher(js)}
+	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name: usageStream, Subjects: []string{usageSubject + ">"}, Storage: jetstream.FileStorage,
+		MaxAge: usageMaxAge, Discard: jetstream.DiscardOld,
+	}); err != nil {
+		return nil, fmt.Errorf("cannot open stream %s: %w", usageStream, err)
+	}
+	s = &Store{js: js, kv: kv, code: code, functions: make(map[string]*model.Function), batch: newBatcher(js)}
 	if err := s.watch(ctx); err != nil {
 		return nil, err
 	}
 	return s, nil
+}
+
+// logStream makes sure function's log stream exists, once per Store and
+// function (and again after a publish to it failed).
+func (s *Store) logStream(function string) error {
+	if _, ok := s.logStreams.Load(function); ok {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), storeRequestTimeout)
+	defer cancel()
+	_, err := s.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name: logsStreamPrefix + function, Subjects: []string{logsSubject + function},
+		Storage: jetstream.FileStorage, MaxAge: logsMaxAge, MaxBytes: logsMaxBytesPerFn,
+		Discard: jetstream.DiscardOld,
+	})
+	if err != nil {
+		return fmt.Errorf("cannot open the log stream of %s: %w", function, err)
+	}
+	s.logStreams.Store(function, struct{}{})
+	return nil
 }
 
 // JetStream returns the JetStream context, for packages that keep their own
@@ -194,12 +242,20 @@ func (s *Store) PutFunction(ctx context.Context, fn *model.Function) error {
 	})
 }
 
-// DeleteFunction removes the function's metadata.
+// DeleteFunction removes the function's metadata and its logs (its usage
+// records stay, for billing).
 func (s *Store) DeleteFunction(ctx context.Context, name string) error {
 	if err := s.kv.Delete(ctx, name); err != nil {
 		return fmt.Errorf("cannot delete function %s: %w", name, err)
 	}
-	return s.waitCache(ctx, name, func(got *model.Function) bool { return got == nil })
+	if err := s.waitCache(ctx, name, func(got *model.Function) bool { return got == nil }); err != nil {
+		return err
+	}
+	s.logStreams.Delete(name)
+	if err := s.js.DeleteStream(ctx, logsStreamPrefix+name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("cannot delete the logs of %s: %w", name, err)
+	}
+	return nil
 }
 
 func (s *Store) waitCache(ctx context.Context, name string, ok func(*model.Function) bool) error {
@@ -252,6 +308,9 @@ func (s *Store) DeleteCode(ctx context.Context, sha string) error {
 // the store's acknowledgement; Flush does. The error is that of an earlier
 // publish that failed.
 func (s *Store) AppendLog(function string, text []byte) error {
+	if err := s.logStream(function); err != nil {
+		return err
+	}
 	return s.batch.add(logsSubject+function, text)
 }
 
@@ -280,7 +339,14 @@ func (s *Store) Flush(ctx context.Context) error {
 // time, in order. With follow it keeps calling emit for new records until
 // ctx ends; otherwise it returns after the last stored one.
 func (s *Store) Logs(ctx context.Context, function string, since time.Time, follow bool, emit func([]byte) error) error {
-	return s.read(ctx, logsStream, logsSubject+function, since, follow, func(m jetstream.Msg) error {
+	if follow {
+		// Following a function that has not logged yet waits for its
+		// first record.
+		if err := s.logStream(function); err != nil {
+			return err
+		}
+	}
+	err := s.read(ctx, logsStreamPrefix+function, logsSubject+function, since, follow, func(m jetstream.Msg) error {
 		for _, text := range records(m) {
 			if err := emit(text); err != nil {
 				return err
@@ -288,6 +354,10 @@ func (s *Store) Logs(ctx context.Context, function string, since time.Time, foll
 		}
 		return nil
 	})
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil // nothing logged yet
+	}
+	return err
 }
 
 // Usage calls emit with every stored usage record of one function or

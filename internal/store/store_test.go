@@ -428,7 +428,7 @@ func TestReadsLeaveNoConsumer(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for _, name := range []string{"ALOFT_LOGS", "ALOFT_USAGE"} {
+	for _, name := range []string{"ALOFT_LOGS_f", "ALOFT_USAGE"} {
 		st, err := js.Stream(ctx, name)
 		if err != nil {
 			t.Fatal(err)
@@ -440,5 +440,91 @@ func TestReadsLeaveNoConsumer(t *testing.T) {
 		if info.State.Consumers != 0 {
 			t.Errorf("%s has %d consumers after the reads, want 0", name, info.State.Consumers)
 		}
+	}
+}
+
+// A function flooding its logs loses only its own oldest records: another
+// function's logs and usage records stay whole.
+func TestLogFloodHarmsOnlyItsFunction(t *testing.T) {
+	defer func(old int64) { logsMaxBytesPerFn = old }(logsMaxBytesPerFn)
+	logsMaxBytesPerFn = 1 << 20
+	s, _ := open(t, t.TempDir())
+	for i := range 10 {
+		if err := s.AppendLog("quiet", fmt.Appendf(nil, "quiet %d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.AppendUsage(&model.Usage{Function: "quiet", RequestID: "q1", BilledMs: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Flush(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	chunk := bytes.Repeat([]byte("x"), 32<<10)
+	for i := range 256 { // 8 MB, 8× the bound
+		if err := s.AppendLog("flood", append(fmt.Appendf(nil, "flood %d ", i), chunk...)); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.AppendUsage(&model.Usage{Function: "flood", RequestID: fmt.Sprint(i), BilledMs: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Flush(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if got := readLogs(t, s, "quiet", time.Time{}); len(got) != 10 || got[0] != "quiet 0" {
+		t.Errorf("quiet's logs after the flood = %d records (%q…), want all 10", len(got), first(got))
+	}
+	flood := readLogs(t, s, "flood", time.Time{})
+	kept := 0
+	for _, r := range flood {
+		kept += len(r)
+	}
+	if kept > int(logsMaxBytesPerFn) || len(flood) == 0 || !strings.HasPrefix(flood[len(flood)-1], "flood 255 ") {
+		t.Errorf("flood kept %d bytes in %d records, want its newest records within %d bytes", kept, len(flood), logsMaxBytesPerFn)
+	}
+	var quietUsage, floodUsage int
+	if err := s.Usage(ctx(t), "", func(u *model.Usage) {
+		switch u.Function {
+		case "quiet":
+			quietUsage++
+		case "flood":
+			floodUsage++
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if quietUsage != 1 || floodUsage != 256 {
+		t.Errorf("usage records: quiet %d, flood %d; want 1 and 256 (none discarded)", quietUsage, floodUsage)
+	}
+}
+
+// Deleting a function deletes its logs; a function of the same name made
+// later starts with none and logs again.
+func TestDeleteFunctionDeletesLogs(t *testing.T) {
+	s, _ := open(t, t.TempDir())
+	if err := s.PutFunction(ctx(t), fn("gone", "sha", time.Now())); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AppendLog("gone", []byte("old")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Flush(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteFunction(ctx(t), "gone"); err != nil {
+		t.Fatal(err)
+	}
+	if got := readLogs(t, s, "gone", time.Time{}); len(got) != 0 {
+		t.Errorf("logs after delete = %q, want none", got)
+	}
+	if err := s.AppendLog("gone", []byte("new")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Flush(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if got := readLogs(t, s, "gone", time.Time{}); strings.Join(got, ",") != "new" {
+		t.Errorf("logs of the new function = %q, want [new]", got)
 	}
 }
