@@ -26,11 +26,14 @@ import (
 // environment) to a request that waited, it asks the connection whether the
 // runtime is still there (peerAlive), and gives the work back if not.
 //
-// A runtime is untrusted code: request heads are limited to maxHeadBytes
-// (net/http's default),
-// a body the handler did not read is drained up to maxDrainBytes (beyond
-// that the connection is closed), and an instance may hold at most
-// maxConns connections.
+// A runtime is untrusted code, and what the node spends on it is not billed
+// to it: request heads are limited to maxHeadBytes (the Runtime API's are a
+// few hundred bytes; an error's X-Ray cause header may take a few KB) and
+// must arrive within headReadTimeout of their first byte, a body must
+// arrive within bodyReadTimeout, a body the handler did not read is
+// skipped up to maxDrainBytes and beyond that the connection is abandoned
+// unread, and an instance may hold at most maxConns connections. An idle
+// connection between requests has no deadline: runtimes keep theirs open.
 type HTTPServer struct {
 	handler http.Handler
 
@@ -41,9 +44,16 @@ type HTTPServer struct {
 }
 
 const (
-	maxHeadBytes  = 1 << 20
-	maxDrainBytes = 256 << 10
-	maxConns      = 64
+	maxHeadBytes  = 64 << 10
+	maxDrainBytes = 64 << 10
+	maxConns      = 32
+)
+
+// Read deadlines of a request's head (from its first byte) and body
+// (variables for tests).
+var (
+	headReadTimeout = 10 * time.Second
+	bodyReadTimeout = 30 * time.Second
 )
 
 // NewHTTPServer returns a server of h.
@@ -143,20 +153,34 @@ func (s *HTTPServer) serveConn(ctx context.Context, c net.Conn) {
 	br := bufio.NewReaderSize(head, 4096)
 	bw := bufio.NewWriterSize(c, 4096)
 	for {
+		// Wait for the next request without a deadline, then give its
+		// head a bounded time to arrive.
 		head.N = maxHeadBytes
+		if _, err := br.Peek(1); err != nil {
+			return // closed between requests
+		}
+		deadline := time.Now().Add(headReadTimeout)
+		c.SetReadDeadline(deadline)
 		req, err := http.ReadRequest(br)
 		if err != nil {
-			if errors.Is(err, io.EOF) && head.N == maxHeadBytes {
-				return // closed between requests
-			}
+			// (A head cut short by the deadline may also read as
+			// malformed: its last line is partial.)
 			status := http.StatusBadRequest
-			if head.N <= 0 {
+			switch {
+			case head.N <= 0:
 				status = http.StatusRequestHeaderFieldsTooLarge
+			case !time.Now().Before(deadline):
+				status = http.StatusRequestTimeout
 			}
 			writeResponse(bw, status, http.Header{"Content-Type": {"text/plain"}}, []byte(http.StatusText(status)), true, false)
 			return
 		}
 		head.N = 1<<63 - 1 // the body is the handler's to limit
+		if req.ContentLength == 0 {
+			c.SetReadDeadline(time.Time{}) // nothing more to read
+		} else {
+			c.SetReadDeadline(time.Now().Add(bodyReadTimeout))
+		}
 		req.RemoteAddr = c.RemoteAddr().String()
 		req = req.WithContext(ctx)
 		if req.Header.Get("Expect") == "100-continue" && req.ContentLength != 0 {
@@ -168,10 +192,15 @@ func (s *HTTPServer) serveConn(ctx context.Context, c net.Conn) {
 		w := &responseWriter{header: make(http.Header)}
 		s.handler.ServeHTTP(w, req)
 		// Skip what the handler left of the body, so the next request
-		// starts where it should; past the bound, close instead.
-		n, _ := io.Copy(io.Discard, io.LimitReader(req.Body, maxDrainBytes+1))
-		closeAfter := req.Close || n > maxDrainBytes
-		req.Body.Close()
+		// starts where it should. Past the bound, answer and abandon the
+		// connection without reading on: the body's Close would read it to
+		// its end, however long, on the node's CPU.
+		n, err := io.Copy(io.Discard, io.LimitReader(req.Body, maxDrainBytes+1))
+		closeAfter := req.Close || n > maxDrainBytes || err != nil
+		if !closeAfter {
+			req.Body.Close() // at its end already
+		}
+		c.SetReadDeadline(time.Time{})
 		if w.status == 0 {
 			w.status = http.StatusOK
 		}

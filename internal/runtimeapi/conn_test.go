@@ -245,3 +245,103 @@ func TestHTTPServerConnectionLimitAndClose(t *testing.T) {
 		t.Fatal("waiting handlers did not end after Close")
 	}
 }
+
+// flood sends head and then writes body bytes until the connection stops
+// taking them, and returns how many it took. It fails the test past limit:
+// the server read what it should have refused.
+func flood(t *testing.T, url, head string, chunked bool, limit int) int {
+	t.Helper()
+	c, _ := raw(t, url, head)
+	buf := make([]byte, 64<<10)
+	for i := range buf {
+		buf[i] = 'x'
+	}
+	if chunked {
+		buf = append([]byte(fmt.Sprintf("%x\r\n", len(buf))), append(buf, "\r\n"...)...)
+	}
+	sent := 0
+	for sent <= limit {
+		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		n, err := c.Write(buf)
+		sent += n
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatalf("after %d bytes the server neither reads nor closes the connection", sent)
+			}
+			return sent
+		}
+	}
+	t.Fatalf("the server read more than %d bytes of a body it refused", limit)
+	return sent
+}
+
+// A runtime posting an endless body to a path that refuses it costs the
+// node at most maxDrainBytes (plus what the sockets buffer), not the
+// whole body: the connection is abandoned unread.
+func TestRefusedBodiesAreNotRead(t *testing.T) {
+	_, url := start(t)
+	const limit = 64 << 20 // far above the sockets' buffers, far below 1 GiB
+	for _, c := range []struct {
+		name, head string
+		chunked    bool
+	}{
+		{"content length", "POST " + respPath("nobody") + " HTTP/1.1\r\nHost: x\r\nContent-Length: 1073741824\r\n\r\n", false},
+		{"chunked", "POST " + respPath("nobody") + " HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", true},
+		{"unknown path", "POST /2018-06-01/runtime/flood HTTP/1.1\r\nHost: x\r\nContent-Length: 1073741824\r\n\r\n", false},
+		{"second init error", "POST " + initPath + " HTTP/1.1\r\nHost: x\r\nContent-Length: 1073741824\r\n\r\n", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if c.name == "second init error" {
+				if ans := do("POST", url+initPath, nil, []byte(`{}`)); ans.status != 202 {
+					t.Fatalf("first init error: %d %s", ans.status, ans.body)
+				}
+			}
+			sent := flood(t, url, c.head, c.chunked, limit)
+			t.Logf("the connection took %d bytes", sent)
+		})
+	}
+}
+
+// withTimeouts shortens the connection deadlines for one test.
+func withTimeouts(t *testing.T, head, body time.Duration) {
+	oldHead, oldBody := headReadTimeout, bodyReadTimeout
+	headReadTimeout, bodyReadTimeout = head, body
+	t.Cleanup(func() { headReadTimeout, bodyReadTimeout = oldHead, oldBody })
+}
+
+// A head or body that stops arriving ends its connection; a connection
+// idle between requests stays open however long.
+func TestSlowRequestsAreCutOff(t *testing.T) {
+	withTimeouts(t, 200*time.Millisecond, 200*time.Millisecond)
+	url := serve(t, echo)
+
+	_, br := raw(t, url, "GET "+nextPath+" HTTP/1.1\r\nHost: x\r\nX-Half")
+	if resp, _ := readResponse(t, br); resp.StatusCode != http.StatusRequestTimeout || !resp.Close {
+		t.Fatalf("half a head: %d (close %v), want 408 and the connection closed", resp.StatusCode, resp.Close)
+	}
+	if _, err := br.ReadByte(); err == nil {
+		t.Fatal("half a head: the connection stayed open")
+	}
+
+	_, br = raw(t, url, "POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+	resp, _ := readResponse(t, br)
+	if !resp.Close {
+		t.Fatalf("half a body: %d on a kept connection, want it closed", resp.StatusCode)
+	}
+	if _, err := br.ReadByte(); err == nil {
+		t.Fatal("half a body: the connection stayed open")
+	}
+
+	c, br := raw(t, url, "")
+	time.Sleep(4 * headReadTimeout)
+	io.WriteString(c, "GET /idle HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp, body := readResponse(t, br); resp.StatusCode != 200 || body != "GET /idle " || resp.Close {
+		t.Fatalf("after idling: %d %q (close %v), want 200 on a kept connection", resp.StatusCode, body, resp.Close)
+	}
+	time.Sleep(4 * headReadTimeout) // and again, after a request
+	io.WriteString(c, "GET /again HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp, body := readResponse(t, br); resp.StatusCode != 200 || body != "GET /again " {
+		t.Fatalf("after idling again: %d %q, want 200", resp.StatusCode, body)
+	}
+}

@@ -368,6 +368,12 @@ func (s *Server) remember(id string) {
 }
 
 func (s *Server) postInitError(w http.ResponseWriter, r *http.Request) {
+	select {
+	case <-s.initDone: // refuse before reading: the body is the node's cost
+		writeError(w, http.StatusForbidden, "InvalidStateTransition", "init error already reported")
+		return
+	default:
+	}
 	body, _ := io.ReadAll(io.LimitReader(r.Body, MaxResponseBytes))
 	res := &Result{Payload: body, Error: true,
 		ErrorType: errorType(r.Header.Get("Lambda-Runtime-Function-Error-Type"), body)}
