@@ -10,6 +10,7 @@ import (
 
 	"github.com/aloft-dev/aloft/internal/bench"
 	"github.com/aloft-dev/aloft/internal/cli"
+	"github.com/aloft-dev/aloft/internal/sandbox"
 	"github.com/aloft-dev/aloft/internal/sandbox/process"
 	"github.com/aloft-dev/aloft/internal/sim"
 )
@@ -21,6 +22,12 @@ func main() {
 	// The isolating sandbox re-executes this binary as the init of each
 	// instance; in that role it never returns from here.
 	process.MaybeRunInit()
+	// Descriptors this process inherited must not reach functions (nor any
+	// other program it runs).
+	if err := sandbox.MarkInheritedCloseOnExec(); err != nil {
+		cli.PrintError(os.Stderr, err)
+		os.Exit(1)
+	}
 	// Interrupts end the command's context: `aloft up` drains, `aloft logs -f` stops.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

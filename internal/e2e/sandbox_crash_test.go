@@ -120,12 +120,20 @@ func freeAddr(t *testing.T) string {
 // environment would not carry the function's APP_MARKER.
 func runUp(t *testing.T, dataDir, addr string, flags ...string) *upChild {
 	t.Helper()
+	return runUpWithFiles(t, dataDir, addr, nil, flags...)
+}
+
+// runUpWithFiles is runUp with extra descriptors open in `aloft up` (from 3
+// on), as a careless parent would leave them.
+func runUpWithFiles(t *testing.T, dataDir, addr string, files []*os.File, flags ...string) *upChild {
+	t.Helper()
 	const token = "sandbox-test-token"
 	args := append([]string{"up", "--data", dataDir, "--listen", addr, "--pool-size", "0"}, flags...)
 	cmd := exec.Command(aloftBinary(t), args...)
 	cmd.Env = append(os.Environ(), "ALOFT_TOKEN="+token)
 	out := &lockedBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
+	cmd.ExtraFiles = files
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

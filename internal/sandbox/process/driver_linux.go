@@ -27,6 +27,7 @@ import (
 	"github.com/aloft-dev/aloft/internal/model"
 	"github.com/aloft-dev/aloft/internal/runtimeapi"
 	"github.com/aloft-dev/aloft/internal/sandbox"
+	"github.com/aloft-dev/aloft/internal/sandbox/uids"
 	"golang.org/x/sys/unix"
 )
 
@@ -37,9 +38,10 @@ type Driver struct {
 	cg   *cgroups
 	net  *network
 	iso  sandbox.Isolation
-	root string // empty mount point for instance roots
-	base []byte // initBase JSON, the same for every init
-	pool *pool  // pre-forked inits; nil when Options.Prewarm < 0
+	root string          // empty mount point for instance roots
+	base []byte          // initBase JSON, the same for every init
+	uids *uids.Allocator // each instance's own uid; nil with Options.UID
+	pool *pool           // pre-forked inits; nil when Options.Prewarm < 0
 
 	// run and seq name the instances' cgroups: unique across runs on the
 	// same state directory, so a name never refers to a leftover.
@@ -142,9 +144,15 @@ func New(opts Options) (*Driver, error) {
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		return nil, fmt.Errorf("cannot create process driver: %w", err)
 	}
-	base, err := json.Marshal(initBase{Root: root, UID: opts.UID, GID: opts.GID})
+	base, err := json.Marshal(initBase{Root: root})
 	if err != nil {
 		return nil, fmt.Errorf("cannot create process driver: %w", err)
+	}
+	var ids *uids.Allocator
+	if opts.UID <= 0 {
+		if ids, err = uids.Claim(); err != nil {
+			return nil, fmt.Errorf("cannot create process driver: %w", err)
+		}
 	}
 	var run [4]byte
 	if _, err := rand.Read(run[:]); err != nil {
@@ -158,6 +166,7 @@ func New(opts Options) (*Driver, error) {
 		iso:       iso,
 		root:      root,
 		base:      base,
+		uids:      ids,
 		run:       hex.EncodeToString(run[:]),
 		instances: map[string]*Instance{},
 	}
@@ -196,6 +205,7 @@ type Instance struct {
 	cfgW    *os.File    // write end of the config pipe (the shim's fdSync)
 	errR    *os.File    // read end of the error pipe (the shim's fdErr)
 	veth    string      // host end of the outbound veth, if any
+	uid     int         // the instance's own uid, once configured; 0 before
 	done    chan struct{}
 	status  sandbox.ExitStatus
 	statsMu sync.Mutex
@@ -419,8 +429,19 @@ func (i *Instance) configure(spec *sandbox.Spec) error {
 		}
 	}
 	env = append(env, "AWS_LAMBDA_RUNTIME_API="+RuntimeAPIAddr)
+	uid, gid := d.opts.UID, d.opts.GID
+	if d.uids != nil {
+		if uid, err = d.uids.Get(); err != nil {
+			return i.shimError(err)
+		}
+		gid = uid
+		i.statsMu.Lock()
+		i.uid = uid // given back by wait, once the init is gone
+		i.statsMu.Unlock()
+	}
 	cfg, err := json.Marshal(initConfig{
 		CodeDir: spec.CodeDir, RuntimeDir: spec.RuntimeDir, TmpMB: tmp, Args: spec.Args, Env: env,
+		UID: uid, GID: gid,
 	})
 	if err != nil {
 		return i.shimError(err)
@@ -506,6 +527,12 @@ func (i *Instance) wait() {
 	if i.cg != nil {
 		st.OutOfMemory = i.cg.oomKills() > 0
 		i.cg.stats()
+	}
+	// The pid namespace dies with its init: nothing runs as the uid any
+	// more (the allocator hands it out again only after going round).
+	if i.uid != 0 {
+		i.d.uids.Put(i.uid)
+		i.uid = 0
 	}
 	i.statsMu.Unlock()
 	select {
@@ -631,6 +658,9 @@ func (d *Driver) Close() error {
 	d.cg.teardown()
 	if err := d.net.cleanup(); err != nil {
 		errs = append(errs, err)
+	}
+	if d.uids != nil {
+		d.uids.Close()
 	}
 	return errors.Join(errs...)
 }

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/aloft-dev/aloft/internal/sandbox"
 	"golang.org/x/sys/unix"
 )
 
@@ -39,8 +40,7 @@ const (
 // initBase is what the shim needs before it knows its function: the same
 // for every instance of a driver, so a pre-forked (pooled) shim has it.
 type initBase struct {
-	Root     string // empty directory to mount the new root on
-	UID, GID int    // identity of the function
+	Root string // empty directory to mount the new root on
 }
 
 // initConfig is the function-specific rest, read from fdSync.
@@ -50,6 +50,7 @@ type initConfig struct {
 	TmpMB      int      // size of /tmp
 	Args       []string // command line; Args[0] resolved in the new root
 	Env        []string // full environment of the runtime
+	UID, GID   int      // identity of the instance
 }
 
 // MaybeRunInit turns the process into the sandbox init shim when the
@@ -114,6 +115,9 @@ func runInit(raw string) error {
 	if len(cfg.Args) == 0 {
 		return errors.New("no command")
 	}
+	if cfg.UID <= 0 || cfg.GID <= 0 {
+		return fmt.Errorf("refusing to run a function as uid %d, gid %d", cfg.UID, cfg.GID)
+	}
 	if err := buildTask(base.Root, &cfg); err != nil {
 		return err
 	}
@@ -121,7 +125,7 @@ func runInit(raw string) error {
 	if err != nil {
 		return err
 	}
-	if err := dropPrivileges(base.UID, base.GID); err != nil {
+	if err := dropPrivileges(cfg.UID, cfg.GID); err != nil {
 		return err
 	}
 	// Changing credentials cleared the parent-death signal; set it again so
@@ -131,6 +135,11 @@ func runInit(raw string) error {
 	}
 	if err := os.Chdir(TaskRoot); err != nil {
 		return fmt.Errorf("cannot enter %s: %w", TaskRoot, err)
+	}
+	// Only stdin, stdout and stderr go on to the runtime: whatever else
+	// the node had open (inherited from its own parent, say) stays here.
+	if err := sandbox.MarkInheritedCloseOnExec(); err != nil {
+		return fmt.Errorf("cannot close inherited descriptors: %w", err)
 	}
 	if err := installSeccomp(filter); err != nil {
 		return err
@@ -206,7 +215,7 @@ func buildBase(base *initBase) error {
 			}
 			return nil
 		}},
-		{"populate /etc", func() error { return populateEtc(r, base.UID, base.GID) }},
+		{"populate /etc", func() error { return populateEtc(r) }},
 		{"mount /proc", func() error {
 			p := filepath.Join(r, "proc")
 			if err := mountAt("proc", p, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
@@ -248,6 +257,7 @@ func buildTask(r string, cfg *initConfig) error {
 			return mountAt("tmpfs", filepath.Join(r, "tmp"), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV,
 				"size="+strconv.Itoa(cfg.TmpMB)+"m,mode=1777")
 		}},
+		{"write /etc/passwd", func() error { return writeAccounts(r, cfg.UID, cfg.GID) }},
 		{"make root read-only", func() error {
 			return unix.Mount("", r, "", unix.MS_REMOUNT|roFlags, "")
 		}},
@@ -295,7 +305,7 @@ func bindRO(src, dst string, dir bool) error {
 	return unix.Mount("", dst, "", bindFlag|unix.MS_REMOUNT|roFlags, "")
 }
 
-func populateEtc(r string, uid, gid int) error {
+func populateEtc(r string) error {
 	etc := filepath.Join(r, "etc")
 	if err := os.Mkdir(etc, 0o755); err != nil {
 		return err
@@ -310,6 +320,13 @@ func populateEtc(r string, uid, gid int) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// writeAccounts writes /etc/passwd and /etc/group, which name root and the
+// instance's own user (runtimes look their user up).
+func writeAccounts(r string, uid, gid int) error {
+	etc := filepath.Join(r, "etc")
 	passwd := fmt.Sprintf("root:x:0:0:root:/root:/usr/sbin/nologin\nsbx_user:x:%d:%d:function:/tmp:/usr/sbin/nologin\n", uid, gid)
 	group := fmt.Sprintf("root:x:0:\nsbx_user:x:%d:\n", gid)
 	if err := os.WriteFile(filepath.Join(etc, "passwd"), []byte(passwd), 0o644); err != nil {

@@ -1,7 +1,7 @@
 // Package process is the isolating sandbox driver: each function instance is
 // a process in its own pid, mount, ipc, uts and network namespaces, with a
 // read-only view of the host's system directories, its code read-only at
-// /var/task, a private size-limited /tmp, an unprivileged uid without
+// /var/task, a private size-limited /tmp, a uid of its own without
 // capabilities, no_new_privs, a seccomp filter, and a cgroup that limits its
 // memory, processes and CPU share. Instances of functions with network
 // "outbound" also get a veth with NAT, filtered so that they reach neither
@@ -25,10 +25,8 @@ const Name = "process"
 
 // Defaults of Options.
 const (
-	DefaultUID        = 65534 // nobody
-	DefaultGID        = 65534 // nogroup
-	DefaultPidsMax    = 1024  // Lambda's process/thread limit
-	DefaultTmpMB      = 512   // Lambda's default ephemeral storage
+	DefaultPidsMax    = 1024 // Lambda's process/thread limit
+	DefaultTmpMB      = 512  // Lambda's default ephemeral storage
 	DefaultCgroupName = "aloft"
 	DefaultPrewarm    = 2 // pre-forked sandbox inits
 )
@@ -61,7 +59,11 @@ type Options struct {
 	// CgroupName is the cgroup, below the cgroup of the current process, under
 	// which the driver creates its instances' cgroups. Default "aloft".
 	CgroupName string
-	// UID and GID the function runs as. Default 65534/65534; 0 means default.
+	// UID and GID, when set, are the one identity every instance runs as.
+	// By default (0) each instance runs as its own user and group, out of
+	// the range package uids reserves, so tenants share no per-user kernel
+	// state. Setting them gives that up; it is for hosts where the range
+	// cannot be used.
 	UID, GID int
 	// PidsMax is the limit of processes and threads per instance. Default 1024.
 	PidsMax int
@@ -87,11 +89,8 @@ func (o Options) withDefaults() Options {
 	if o.CgroupName == "" {
 		o.CgroupName = DefaultCgroupName
 	}
-	if o.UID <= 0 {
-		o.UID = DefaultUID
-	}
-	if o.GID <= 0 {
-		o.GID = DefaultGID
+	if o.UID > 0 && o.GID <= 0 {
+		o.GID = o.UID
 	}
 	if o.PidsMax <= 0 {
 		o.PidsMax = DefaultPidsMax

@@ -21,6 +21,7 @@ import (
 
 	"github.com/aloft-dev/aloft/internal/runtimeapi"
 	"github.com/aloft-dev/aloft/internal/sandbox"
+	"github.com/aloft-dev/aloft/internal/sandbox/uids"
 )
 
 func TestMain(m *testing.M) {
@@ -222,12 +223,15 @@ func (r *running) invoke(t testing.TB, op string) string {
 	return string(res.Payload)
 }
 
-// hostProcess starts a long sleep on the host running as the sandbox's uid,
-// the process a function would most plausibly be able to signal.
+// nobody is the host account unprivileged daemons run as.
+const nobody = 65534
+
+// hostProcess starts a long sleep on the host running as nobody, the
+// process a function would most plausibly be able to signal.
 func hostProcess(t *testing.T) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command("/bin/sleep", "600")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: DefaultUID, Gid: DefaultGID}}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -352,9 +356,10 @@ func testContainment(t *testing.T, opts Options, pooled bool) {
 	})
 	t.Run("identity", func(t *testing.T) {
 		got := r.invoke(t, "id")
+		uid := instanceUID(t, got)
 		for _, want := range []string{
-			fmt.Sprintf("Uid: %d %d %d %d", DefaultUID, DefaultUID, DefaultUID, DefaultUID),
-			fmt.Sprintf("Gid: %d %d %d %d", DefaultGID, DefaultGID, DefaultGID, DefaultGID),
+			fmt.Sprintf("Uid: %d %d %d %d", uid, uid, uid, uid),
+			fmt.Sprintf("Gid: %d %d %d %d", uid, uid, uid, uid),
 			"CapPrm: 0000000000000000", "CapEff: 0000000000000000", "CapBnd: 0000000000000000",
 			"CapAmb: 0000000000000000", "NoNewPrivs: 1", "Seccomp: 2",
 		} {
@@ -363,6 +368,45 @@ func testContainment(t *testing.T, opts Options, pooled bool) {
 			}
 		}
 	})
+}
+
+// instanceUID reads the real uid from the hostile runtime's "id" answer and
+// checks it is of the reserved range.
+func instanceUID(t *testing.T, id string) int {
+	t.Helper()
+	_, rest, _ := strings.Cut(id, "Uid: ")
+	uid, _ := strconv.Atoi(strings.Fields(rest + " x")[0])
+	if !inRange(uid) {
+		t.Fatalf("id: got %q, want a uid of the reserved range", id)
+	}
+	return uid
+}
+
+func inRange(uid int) bool { return uid >= uids.First && uid < uids.First+uids.Blocks*uids.BlockSize }
+
+// TestInstancesHaveTheirOwnUsers: every instance runs as its own user, so
+// what the kernel budgets per user is not shared: one instance using up its
+// inotify instances leaves a neighbour its own. Keyrings, which outlive
+// processes, cannot be reached at all.
+func TestInstancesHaveTheirOwnUsers(t *testing.T) {
+	for _, m := range poolModes {
+		t.Run(m.name, func(t *testing.T) {
+			d := newDriver(t, Options{Prewarm: m.prewarm})
+			a, b := start(t, d, nil, true), start(t, d, nil, true)
+			ua, ub := instanceUID(t, a.invoke(t, "id")), instanceUID(t, b.invoke(t, "id"))
+			if ua == ub {
+				t.Fatalf("both instances run as uid %d", ua)
+			}
+			hogA := a.invoke(t, "inotify-hog")
+			hogB := b.invoke(t, "inotify-hog")
+			if !strings.HasPrefix(hogB, "ok: ") || strings.HasPrefix(hogB, "ok: 0 ") || hogA != hogB {
+				t.Errorf("inotify instances: first instance got %q, its neighbour %q; want the same budget each", hogA, hogB)
+			}
+			if got := a.invoke(t, "add-key"); got != "err: operation not permitted" {
+				t.Errorf("add-key: got %q, want EPERM", got)
+			}
+		})
+	}
 }
 
 // TestPythonContainment runs a hostile Python function (no Runtime API: it
@@ -422,7 +466,9 @@ func TestPythonContainment(t *testing.T) {
 		"write-tmp":         "ok",
 		"forkbomb":          "denied:EAGAIN",
 		"fill-tmp":          "denied:ENOSPC",
-		"uid":               strconv.Itoa(DefaultUID),
+	}
+	if uid, _ := strconv.Atoi(got["uid"]); !inRange(uid) {
+		t.Errorf("uid: got %q, want one of the reserved range", got["uid"])
 	}
 	for k, w := range want {
 		if got[k] != w {

@@ -44,6 +44,9 @@ func main() {
 	}
 }
 
+// hoard keeps what operations hold on to between invocations.
+var hoard []int
+
 func result(s string, err error) string {
 	if err != nil {
 		return "err: " + err.Error()
@@ -147,6 +150,23 @@ func run(op string) string {
 			cmd.Wait()
 		}
 		return result("", err)
+	case "inotify-hog": // open inotify instances until refused, and keep them
+		n := 0
+		for {
+			fd, err := syscall.InotifyInit()
+			if err != nil {
+				return fmt.Sprintf("ok: %d %v", n, err)
+			}
+			hoard = append(hoard, fd)
+			n++
+		}
+	case "add-key": // a key in the user keyring
+		typ, _ := syscall.BytePtrFromString("user")
+		desc, _ := syscall.BytePtrFromString("secret")
+		data := []byte("value")
+		_, _, e := syscall.Syscall6(syscall.SYS_ADD_KEY, uintptr(unsafe.Pointer(typ)), uintptr(unsafe.Pointer(desc)),
+			uintptr(unsafe.Pointer(&data[0])), uintptr(len(data)), 0xfffffffb /* KEY_SPEC_USER_KEYRING */, 0)
+		return result("", errno(e))
 	case "spawn": // spawn:N sleeping children, left running
 		n, _ := strconv.Atoi(arg)
 		for i := 0; i < n; i++ {
