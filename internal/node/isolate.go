@@ -11,7 +11,8 @@ import (
 // cannot run it.
 func newIsolatingDriver(cfg Config) (sandbox.Driver, error) {
 	return process.New(process.Options{
-		StateDir: filepath.Join(cfg.DataDir, "sandbox"),
-		Logger:   cfg.Logger.With("component", "sandbox"),
+		StateDir:       filepath.Join(cfg.DataDir, "sandbox"),
+		MemoryBudgetMB: cfg.MemoryMB,
+		Logger:         cfg.Logger.With("component", "sandbox"),
 	})
 }

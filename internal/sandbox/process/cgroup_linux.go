@@ -187,9 +187,43 @@ func distinct(dirs ...string) []string {
 	return out
 }
 
-// setup creates the driver's parent cgroups; on v2 it enables the
+// parentLimits bound all of a driver's instances together.
+type parentLimits struct {
+	pids  int // processes and threads; also set on the parent shared by all drivers
+	memMB int // 0: none
+}
+
+// setup creates the driver's parent cgroups (on v2 enabling the
+// controllers for the children on the way down) and sets their limits.
+func (c *cgroups) setup(lim parentLimits) error {
+	if err := c.makeParents(); err != nil {
+		return err
+	}
+	pids := strconv.Itoa(lim.pids)
+	// The level above is shared by the drivers of every node on this host:
+	// together they stay within the bound too.
+	files := [][2]string{{filepath.Join(filepath.Dir(c.pids), "pids.max"), pids}, {filepath.Join(c.pids, "pids.max"), pids}}
+	if lim.memMB > 0 {
+		mem := strconv.FormatInt(int64(lim.memMB)<<20, 10)
+		if c.v2 {
+			files = append(files, [2]string{filepath.Join(c.memory, "memory.max"), mem})
+		} else {
+			// memsw first: it may never be below the memory limit, and a
+			// previous run may have left a lower one.
+			files = append(files, [2]string{filepath.Join(c.memory, "memory.memsw.limit_in_bytes"), "-1"},
+				[2]string{filepath.Join(c.memory, "memory.limit_in_bytes"), mem},
+				[2]string{filepath.Join(c.memory, "memory.memsw.limit_in_bytes"), mem})
+		}
+	}
+	if err := writeLimits(files); err != nil {
+		return fmt.Errorf("cannot limit the instances' parent cgroup: %w", err)
+	}
+	return nil
+}
+
+// makeParents creates the driver's parent cgroups; on v2 it enables the
 // controllers for the children on the way down.
-func (c *cgroups) setup() error {
+func (c *cgroups) makeParents() error {
 	for _, d := range c.dirs() {
 		// Retried: another driver's teardown may remove the shared parent
 		// between the two mkdirs.
@@ -347,13 +381,22 @@ func (g *instanceCgroup) resize(memMB int) error {
 		}
 		files = append(files, [2]string{filepath.Join(g.cpu, "cpu.shares"), strconv.Itoa(shares)})
 	}
+	if err := writeLimits(files); err != nil {
+		return fmt.Errorf("cannot set cgroup limit: %w", err)
+	}
+	return nil
+}
+
+// writeLimits writes each {file, value} in order, skipping the memsw files
+// of a kernel without swap accounting.
+func writeLimits(files [][2]string) error {
 	for _, f := range files {
 		err := writeFile(f[0], f[1])
 		if err != nil && os.IsNotExist(err) && strings.Contains(f[0], "memsw") {
-			continue // no swap accounting
+			continue
 		}
 		if err != nil {
-			return fmt.Errorf("cannot set cgroup limit: %w", err)
+			return err
 		}
 	}
 	return nil

@@ -123,9 +123,17 @@ func New(opts Options) (*Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot create process driver: %w", err)
 	}
-	if err := cg.setup(); err != nil {
+	if opts.PidsTotal <= 0 {
+		opts.PidsTotal = defaultPidsTotal()
+	}
+	lim := parentLimits{pids: opts.PidsTotal}
+	if opts.MemoryBudgetMB > 0 {
+		lim.memMB = opts.MemoryBudgetMB + poolHeadroomMB(opts.Prewarm)
+	}
+	if err := cg.setup(lim); err != nil {
 		return nil, fmt.Errorf("cannot create process driver: %w", err)
 	}
+	raiseFileMax(log)
 	if err := cg.cleanup(); err != nil {
 		return nil, fmt.Errorf("cannot clean up previous instances: %w", err)
 	}

@@ -25,6 +25,9 @@ import (
 // environment.
 const initEnv = "_ALOFT_SANDBOX_INIT"
 
+// maxOpenFiles is each process's descriptor limit (RLIMIT_NOFILE), Lambda's.
+const maxOpenFiles = 1024
+
 // initArg0 is the shim's argv[0], for ps output on the host.
 const initArg0 = "aloft-sandbox-init"
 
@@ -124,6 +127,10 @@ func runInit(raw string) error {
 	path, err := lookPath(cfg.Args[0], cfg.Env)
 	if err != nil {
 		return err
+	}
+	// Lambda's descriptor limit; the node's own may be far higher.
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: maxOpenFiles, Max: maxOpenFiles}); err != nil {
+		return fmt.Errorf("cannot limit open files: %w", err)
 	}
 	if err := dropPrivileges(cfg.UID, cfg.GID); err != nil {
 		return err

@@ -67,6 +67,16 @@ type Options struct {
 	UID, GID int
 	// PidsMax is the limit of processes and threads per instance. Default 1024.
 	PidsMax int
+	// PidsTotal limits the processes and threads of all instances
+	// together, so that they cannot use up the host's pid space (about 32
+	// instances at PidsMax would). Default: three quarters of the host's
+	// (the lower of kernel.pid_max and kernel.threads-max).
+	PidsTotal int
+	// MemoryBudgetMB is the node's memory budget for instances. The
+	// driver's parent cgroup is limited to it plus room for the pooled
+	// inits, a bound on all instances together below the host's memory.
+	// 0 means no bound beyond the host's own.
+	MemoryBudgetMB int
 	// OutboundRange is the IPv4 range out of which instances with network
 	// "outbound" get a /30 each (the host end of their veth and their own
 	// address). It must not be used elsewhere on the host or its networks.

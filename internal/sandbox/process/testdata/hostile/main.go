@@ -160,6 +160,20 @@ func run(op string) string {
 			hoard = append(hoard, fd)
 			n++
 		}
+	case "open-files": // open files until refused; reports how many, then closes them
+		var fds []int
+		var err error
+		for len(fds) < 1<<20 {
+			var fd int
+			if fd, err = syscall.Open("/dev/null", syscall.O_RDONLY, 0); err != nil {
+				break
+			}
+			fds = append(fds, fd)
+		}
+		for _, fd := range fds {
+			syscall.Close(fd)
+		}
+		return fmt.Sprintf("%d: %v", len(fds), err)
 	case "add-key": // a key in the user keyring
 		typ, _ := syscall.BytePtrFromString("user")
 		desc, _ := syscall.BytePtrFromString("secret")
@@ -191,6 +205,9 @@ func run(op string) string {
 		for _, p := range procs {
 			p.Kill()
 			p.Wait()
+		}
+		if err != nil {
+			err = fmt.Errorf("after %d children: %w", n, err)
 		}
 		return result(strconv.Itoa(n), err)
 	case "alloc": // alloc:MB, touching every page
